@@ -98,7 +98,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 def print_cluster(cluster: Cluster, console: Console) -> None:
     counts = ", ".join(f"{n}x{t}" for t, n in cluster.type_counts().items())
-    console.print(f"[bold]{cluster.name}[/]: {len(cluster.devices)} devices ({counts}), ${cluster.price_per_hour:.2f}/h")
+    price = f"${cluster.price_per_hour:.2f}/h"
+    console.print(f"[bold]{cluster.name}[/]: {len(cluster.devices)} devices ({counts}), {price}")
     if cluster.description:
         console.print(cluster.description)
     table = Table(show_edge=False)
@@ -151,11 +152,13 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hexserve", description="Serve LLMs across heterogeneous GPUs, links and CPUs.")
+    parser = argparse.ArgumentParser(
+        prog="hexserve", description="Serve LLMs across heterogeneous GPUs, links and CPUs."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("estimate", help="memory and time of a model on a set of devices, device by device")
-    p.add_argument("--model", required=True, help="config.json, checkpoint folder, or a shipped name (llama-2-70b, ...)")
+    p.add_argument("--model", required=True, help="config.json, checkpoint folder, or shipped name (llama-2-70b, ...)")
     p.add_argument("--gpus", help='devices on one node, e.g. "2xa100-80gb,1xl40"')
     p.add_argument("--cluster", help="a cluster YAML file or shipped name instead of --gpus")
     p.add_argument("--tp", type=_positive, help="TP degree of every stage (default: widest per run of one type)")

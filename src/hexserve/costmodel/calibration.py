@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from hexserve.errors import SpecError
+from hexserve.specs.files import read_json
 
 DEFAULT_PATH = Path(__file__).with_name("default_calibration.json")
 
@@ -67,12 +68,7 @@ def load_calibration(path: str | Path | None = None) -> Calibration:
     per_type = {k: _efficiency(v, default, f"devices.{k}") for k, v in builtin.get("devices", {}).items()}
     if path is None:
         return Calibration(default, per_type)
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise SpecError(f"--calibration: no file {str(path)!r}; give the JSON that `hexserve profile` wrote") from None
-    except json.JSONDecodeError as e:
-        raise SpecError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}; fix the syntax ({e.msg})") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected an object with 'default' and/or 'devices'")
     default = _efficiency(data.get("default", {}), default, f"{path}: default")

@@ -143,13 +143,15 @@ def stage_groups(model: ModelSpec, devices: tuple[Device, ...], tp: int | None) 
 def split_layers(num_layers: int, weights: list[float]) -> list[int]:
     """Layers in proportion to `weights`, at least one each, summing to num_layers (largest remainder)."""
     if len(weights) > num_layers:
-        raise SpecError(f"layout: {len(weights)} pipeline stages but only {num_layers} layers; use fewer devices or a wider --tp")
-    spare = num_layers - len(weights)
-    shares = [spare * w / sum(weights) for w in weights]
-    counts = [1 + int(s) for s in shares]
-    by_remainder = sorted(range(len(weights)), key=lambda i: shares[i] - int(shares[i]), reverse=True)
-    for i in by_remainder[: num_layers - sum(counts)]:
-        counts[i] += 1
+        raise SpecError(
+            f"layout: {len(weights)} pipeline stages but only {num_layers} layers; use fewer devices or a wider --tp"
+        )
+    shares = [num_layers * w / sum(weights) for w in weights]
+    counts = [max(1, int(s)) for s in shares]
+    while sum(counts) < num_layers:
+        counts[max(range(len(counts)), key=lambda i: shares[i] - counts[i])] += 1
+    while sum(counts) > num_layers:
+        counts[max((i for i in range(len(counts)) if counts[i] > 1), key=lambda i: counts[i] - shares[i])] -= 1
     return counts
 
 

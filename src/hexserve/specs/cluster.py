@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import networkx as nx
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hexserve.errors import SpecError
 from hexserve.specs.examples import example_names, examples_dir
+from hexserve.specs.files import read_yaml
 from hexserve.specs.gpus import DeviceType, lookup_device_type
 from hexserve.specs.links import LINK_KINDS, Link, lookup_link_kind
 
@@ -37,7 +37,8 @@ class LinkSpec(_Strict):
     @model_validator(mode="after")
     def _has_bandwidth(self) -> LinkSpec:
         if self.kind is None and self.bandwidth_gbps is None:
-            raise ValueError(f"missing bandwidth: give bandwidth_gbps (GB/s, > 0) or kind: one of {', '.join(LINK_KINDS)}")
+            kinds = ", ".join(LINK_KINDS)
+            raise ValueError(f"missing bandwidth: give bandwidth_gbps (GB/s, > 0) or kind: one of {kinds}")
         return self
 
 
@@ -263,12 +264,7 @@ def resolve_cluster_path(path_or_name: str) -> Path:
 def load_cluster(path_or_name: str) -> Cluster:
     """A cluster from a YAML file, or a shipped example by its short name (e.g. "hetero-1")."""
     path = resolve_cluster_path(path_or_name)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(f"{path}: malformed YAML{where}; fix the syntax ({getattr(e, 'problem', e)})") from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping with name and nodes at the top level")
     return parse_cluster(data, str(path))

@@ -7,12 +7,12 @@ transformers model built from the same config (tests/test_model_spec.py checks e
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from hexserve.errors import SpecError
 from hexserve.specs.examples import example_names, examples_dir
+from hexserve.specs.files import read_json
 
 SUPPORTED_ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
@@ -221,15 +221,14 @@ def resolve_model_path(path_or_name: str) -> Path:
     if shipped.is_file():
         return shipped
     known = ", ".join(example_names("models"))
-    raise SpecError(f"model: no config.json at {path_or_name!r}; give a checkpoint folder, a config.json or one of {known}")
+    raise SpecError(
+        f"model: no config.json at {path_or_name!r}; give a checkpoint folder, a config.json or one of {known}"
+    )
 
 
 def load_model(path_or_name: str) -> ModelSpec:
     path = resolve_model_path(path_or_name)
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SpecError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}; fix the syntax ({e.msg})") from None
+    config = read_json(path)
     if not isinstance(config, dict):
         raise SpecError(f"{path}: expected a JSON object (a Hugging Face config.json)")
     name = path.parent.name if path.name == "config.json" else path.stem
