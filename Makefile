@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
+# This machine keeps the CPU build of that torch in /opt/wheels.
+TORCH_WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 
 .PHONY: demo test lint clean
 
@@ -11,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	# Install the CPU torch first: an unpinned torch would pull a multi-GB CUDA build.
-	$(BIN)/pip install $(TORCH_PIN)
+	$(BIN)/pip install $(TORCH_WHEELS) $(TORCH_PIN)
 	$(BIN)/pip install -e .
 	touch $@
 
