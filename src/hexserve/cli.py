@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from rich.console import Console
@@ -39,7 +40,7 @@ def _console() -> Console:
 def _devices_for(args: argparse.Namespace) -> Cluster:
     if bool(args.gpus) == bool(args.cluster):
         raise SpecError("estimate: give exactly one of --gpus (e.g. 8xh100) or --cluster (a YAML file or shipped name)")
-    return cluster_from_gpus(args.gpus) if args.gpus else load_cluster(args.cluster)
+    return cluster_from_gpus(args.gpus, name=args.gpus) if args.gpus else load_cluster(args.cluster)
 
 
 def print_estimate(e: Estimate, console: Console) -> None:
@@ -183,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as e:
         print(f"hexserve {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
