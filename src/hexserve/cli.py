@@ -149,6 +149,46 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- profile
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from hexserve.costmodel import profile  # imports torch: only for this command
+
+    measured = profile.measure(threads=args.threads, world=args.world, quick=args.quick)
+    data = profile.calibration_file(
+        measured, peak_tflops=args.peak_tflops, peak_gbps=args.peak_gbps, link_gbps=args.link_gbps
+    )
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(data, f, indent=2)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    m = measured
+    console = _console()
+    console.print(f"[bold]{m.device}[/], {m.threads} thread(s), {m.dtype}")
+    gemm, attention = m.matmul_tflops * 1e3, m.attention_tflops * 1e3
+    console.print(f"  GEMM {gemm:.1f} GFLOP/s, causal attention {attention:.1f} GFLOP/s")
+    console.print(f"  memory copy {m.memory_gbps:.1f} GB/s, smallest kernel {m.kernel_s * 1e6:.1f} us")
+    if m.allreduce_s is not None:
+        console.print(
+            f"  gloo between {args.world} processes: all-reduce {m.allreduce_s * 1e6:.0f} us fixed, "
+            f"{m.link_gbps:.2f} GB/s bus; send {m.p2p_s * 1e6:.0f} us"
+        )
+    (type_name, entry), = data["devices"].items()
+    factors = ", ".join(f"{k}={v:.3g}" for k, v in entry.items())
+    console.print(f"calibration for {type_name}: {factors}")
+    if m.device == "cpu" and not args.peak_tflops:
+        console.print(
+            f"declare this CPU in a cluster file as tflops: {m.matmul_tflops:.3g}, "
+            f"mem_bandwidth_gbps: {m.memory_gbps:.3g} (per device with {m.threads} thread(s))"
+        )
+    if args.out:
+        console.print(f"wrote {args.out}; use it with --calibration {args.out}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
@@ -174,6 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="a cluster YAML file or shipped name (h100x8, hetero-1, ...)")
     p.add_argument("--json", action="store_true", help="devices and every pairwise link as JSON")
     p.set_defaults(run=cmd_cluster)
+
+    p = sub.add_parser("profile", help="measure this machine's device and write a calibration file")
+    p.add_argument("--threads", type=_positive, default=1, help="CPU threads per device (default 1)")
+    p.add_argument("--world", type=_positive, default=2, help="processes for the gloo collectives (1: skip)")
+    p.add_argument("--peak-tflops", type=float, help="declared peak the efficiencies are relative to (CPU)")
+    p.add_argument("--peak-gbps", type=float, help="declared memory bandwidth (CPU)")
+    p.add_argument("--link-gbps", type=float, help="declared link bandwidth for the link efficiency")
+    p.add_argument("--quick", action="store_true", help="smaller sizes: a rough profile in seconds")
+    p.add_argument("--out", help="write the calibration JSON here")
+    p.add_argument("--json", action="store_true", help="print the calibration JSON")
+    p.set_defaults(run=cmd_profile)
     return parser
 
 
