@@ -225,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the calibration JSON here")
     p.add_argument("--json", action="store_true", help="print the calibration JSON")
     p.set_defaults(run=cmd_profile)
+    from hexserve.cli_plan import register as register_plan
+    register_plan(sub)
     return parser
 
 
