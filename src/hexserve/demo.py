@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 
 from hexserve.cli import main as hexserve
 
@@ -12,12 +13,15 @@ STEPS = [
     ("Llama-2-70B on one 8xH100 node (HexGen-2's baseline)", "estimate --model llama-2-70b --gpus 8xh100"),
     ("HexGen's case: symmetric TP=8 overflows the 16 GiB A4000s",
      "estimate --model llama-2-70b --cluster hexgen-case --tp 8"),
-    ("... while an asymmetric layout, TP (4,2,2) with more layers on the A6000s, fits",
-     "estimate --model llama-2-70b --cluster hexgen-case"),
+    ("... so the planner lays it out asymmetrically: stages of different TP degrees and layer counts",
+     "plan --model llama-2-70b --cluster hexgen-case"),
+    ("Colocated replicas over a whole heterogeneous cluster, written to a plan file",
+     "plan --model llama-2-70b --cluster hetero-4 --out out/hetero-4-llama-2-70b.json"),
 ]
 
 
 def main() -> int:
+    Path("out").mkdir(exist_ok=True)
     for title, command in STEPS:
         print(f"\n=== {title}\n$ hexserve {command}", flush=True)
         code = hexserve(shlex.split(command))
