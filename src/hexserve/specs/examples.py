@@ -14,6 +14,13 @@ def examples_dir() -> Path:
     return package / "_examples"
 
 
+def data_dir() -> Path:
+    """The shipped data (traces): the checkout's `data/` or the copy inside the wheel."""
+    package = Path(__file__).resolve().parent.parent
+    checkout = package.parent.parent / "data"
+    return checkout if checkout.is_dir() else package / "_data"
+
+
 def example_names(kind: str) -> list[str]:
     """Short names of the shipped examples of one kind ("clusters" or "models")."""
     folder = examples_dir() / kind
