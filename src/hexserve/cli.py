@@ -227,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_profile)
     from hexserve.cli_plan import register as register_plan
     register_plan(sub)
+    from hexserve.cli_generate import register as register_generate
+    register_generate(sub)
     return parser
 
 

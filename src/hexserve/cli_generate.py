@@ -1,0 +1,59 @@
+"""`hexserve generate`: run the single-process engine on one or more prompts and print the completions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from hexserve.errors import SpecError
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def register(sub) -> None:
+    p = sub.add_parser("generate", help="generate text with the built-in engine (one process, CPU or GPU)")
+    p.add_argument("--model", default="smollm2", help="a Hugging Face checkpoint folder, or smollm2 (the default)")
+    p.add_argument("--prompt", action="append", required=True, help="prompt text; repeat for a batch")
+    p.add_argument("--max-tokens", type=_positive, default=64)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (the default)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--chat", action="store_true", help="wrap each prompt as a user message in the chat template")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
+    p.add_argument("--dtype", default="auto", help="auto (float32 on CPU, the checkpoint's on GPU), float16, ...")
+    p.add_argument("--json", action="store_true", help="print one JSON object per prompt")
+    p.set_defaults(run=run_generate)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from hexserve.runtime.engine import LLM  # torch and transformers load only for this command
+    from hexserve.runtime.sampling import SamplingParams
+
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+                            top_k=args.top_k, seed=args.seed)
+    llm = LLM(args.model, device=args.device, dtype=args.dtype)
+    start = time.perf_counter()
+    if args.chat:
+        outputs = llm.chat([[{"role": "user", "content": p}] for p in args.prompt], params)
+    else:
+        outputs = llm.generate(args.prompt, params)
+    seconds = time.perf_counter() - start
+    for out in outputs:
+        if out.error:
+            raise SpecError(out.error)
+        if args.json:
+            print(json.dumps({"prompt": out.prompt, "text": out.text, "token_ids": out.token_ids,
+                              "finish_reason": out.finish_reason, "seconds": round(seconds, 3)}))
+        else:
+            print(out.text)
+    return 0

@@ -1,0 +1,1 @@
+"""The inference engine: one process, paged KV cache, continuous batching (`LLM`, `SamplingParams`)."""

@@ -1,0 +1,83 @@
+"""Attention over the paged KV cache, through scaled_dot_product_attention (CPU and CUDA alike).
+
+A batch is one flat run of tokens: first the single-token steps of sequences whose earlier tokens are
+cached (decodes), then the spans of prompts being prefilled. Every token's key and value are written to
+its cache slot first; then decodes attend, all at once, to their context gathered from the cache, and
+each prefill span attends causally to its own keys (or, when part of its prompt was computed in an
+earlier step, to its cached context under an explicit causal mask).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class PrefillSpan:
+    start: int  # first row of the span in the flat batch
+    end: int
+    context_start: int = 0  # position of the span's first token (> 0: earlier tokens are cached)
+    context_slots: torch.Tensor | None = None  # cache slots of positions [0, context_start + length)
+
+
+@dataclass
+class AttentionMetadata:
+    """Where each token of a step goes and what it attends to; built once per step by the runner."""
+
+    slot_mapping: torch.Tensor | None  # (tokens,) cache slot of each token; None: no cache (scoring)
+    num_decodes: int = 0
+    decode_slots: torch.Tensor | None = None  # (decodes * max_context,) slots of each decode's context
+    decode_mask: torch.Tensor | None = None  # (decodes, 1, 1, max_context) True where a key exists
+    prefills: list[PrefillSpan] = field(default_factory=list)
+
+
+class PagedAttention(nn.Module):
+    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int):
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.group = num_heads // num_kv_heads
+        # (slots, kv_heads, head_dim) views into the engine's cache, set by the model runner.
+        self.k_cache = self.v_cache = torch.empty(0)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        """q: (tokens, heads, head_dim); k, v: (tokens, kv_heads, head_dim) -> (tokens, heads * head_dim)."""
+        if meta.slot_mapping is not None:
+            self.k_cache.index_copy_(0, meta.slot_mapping, k)
+            self.v_cache.index_copy_(0, meta.slot_mapping, v)
+        out = q.new_empty(q.shape)
+        n = meta.num_decodes
+        if n:
+            out[:n] = self._decode(q[:n], meta)
+        for span in meta.prefills:
+            out[span.start : span.end] = self._prefill(q, k, v, span)
+        return out.flatten(1)
+
+    def _decode(self, q: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        n, hkv, d = q.shape[0], self.num_kv_heads, self.head_dim
+        keys = self.k_cache.index_select(0, meta.decode_slots).view(n, -1, hkv, d).transpose(1, 2)
+        values = self.v_cache.index_select(0, meta.decode_slots).view(n, -1, hkv, d).transpose(1, 2)
+        # The query heads sharing a KV head become that head's query rows (GQA without repeating K/V):
+        # head h reads KV head h // group, as repeat_kv lays them out.
+        grouped = q.view(n, hkv, self.group, d)
+        o = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=meta.decode_mask)
+        return o.reshape(n, self.num_heads, d)
+
+    def _prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, span: PrefillSpan) -> torch.Tensor:
+        qs = q[span.start : span.end].transpose(0, 1).unsqueeze(0)
+        gqa = self.group > 1
+        if span.context_start == 0:
+            ks = k[span.start : span.end].transpose(0, 1).unsqueeze(0)
+            vs = v[span.start : span.end].transpose(0, 1).unsqueeze(0)
+            o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, enable_gqa=gqa)
+        else:
+            ks = self.k_cache.index_select(0, span.context_slots).transpose(0, 1).unsqueeze(0)
+            vs = self.v_cache.index_select(0, span.context_slots).transpose(0, 1).unsqueeze(0)
+            length, total = span.end - span.start, span.context_slots.numel()
+            rows = torch.arange(length, device=q.device).unsqueeze(1) + span.context_start
+            mask = torch.arange(total, device=q.device).unsqueeze(0) <= rows
+            o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, enable_gqa=gqa)
+        return o.squeeze(0).transpose(0, 1)

@@ -1,0 +1,95 @@
+"""Llama 1/2/3, Mistral and Qwen2: pre-norm decoder layers of GQA attention with rotary positions and a
+gated SiLU MLP. Qwen2 adds q/k/v biases; embeddings may be tied to the LM head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hexserve.runtime.config import ModelConfig
+from hexserve.runtime.layers.activation import activation, gated
+from hexserve.runtime.layers.attention import AttentionMetadata, PagedAttention
+from hexserve.runtime.layers.embedding import Embedding, LMHead
+from hexserve.runtime.layers.linear import MergedLinear, RowLinear
+from hexserve.runtime.layers.norm import RMSNorm
+from hexserve.runtime.layers.rotary import RotaryEmbedding
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding):
+        super().__init__()
+        s = cfg.spec
+        self.num_heads, self.num_kv_heads, self.head_dim = s.num_heads, s.num_kv_heads, s.head_dim
+        parts = {"q": s.q_dim, "k": s.kv_dim, "v": s.kv_dim}
+        self.qkv_proj = MergedLinear(s.hidden_size, parts, bias=s.qkv_bias)
+        self.o_proj = RowLinear(s.q_dim, s.hidden_size, bias=s.o_bias)
+        self.rotary = rotary
+        self.attn = PagedAttention(s.num_heads, s.num_kv_heads, s.head_dim)
+
+    def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        q, k, v = self.qkv_proj.split(self.qkv_proj(x))
+        q = q.view(-1, self.num_heads, self.head_dim)
+        k = k.view(-1, self.num_kv_heads, self.head_dim)
+        q, k = self.rotary(positions, q, k)
+        return self.o_proj(self.attn(q, k, v.view(-1, self.num_kv_heads, self.head_dim), meta))
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        s = cfg.spec
+        parts = {"gate": s.intermediate_size, "up": s.intermediate_size}
+        self.gate_up_proj = MergedLinear(s.hidden_size, parts, bias=s.mlp_bias)
+        self.down_proj = RowLinear(s.intermediate_size, s.hidden_size, bias=s.mlp_bias)
+        self.act = activation(cfg.hidden_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(gated(self.act, self.gate_up_proj(x)))
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding):
+        super().__init__()
+        h, eps = cfg.spec.hidden_size, cfg.norm_eps
+        self.input_layernorm = RMSNorm(h, eps)
+        self.self_attn = LlamaAttention(cfg, rotary)
+        self.post_attention_layernorm = RMSNorm(h, eps)
+        self.mlp = LlamaMLP(cfg)
+
+    def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        x = x + self.self_attn(positions, self.input_layernorm(x), meta)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaForCausalLM(nn.Module):
+    # Checkpoint names that land in a merged layer: name -> (our name, part).
+    packed_modules = {
+        "q_proj": ("qkv_proj", "q"),
+        "k_proj": ("qkv_proj", "k"),
+        "v_proj": ("qkv_proj", "v"),
+        "gate_proj": ("gate_up_proj", "gate"),
+        "up_proj": ("gate_up_proj", "up"),
+    }
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        s = cfg.spec
+        self.config = cfg
+        rotary = RotaryEmbedding(s.head_dim, cfg.max_model_len, cfg.rope_theta, cfg.rope_scaling)
+        self.model = nn.Module()
+        self.model.embed_tokens = Embedding(s.vocab_size, s.hidden_size)
+        self.model.layers = nn.ModuleList(LlamaDecoderLayer(cfg, rotary) for _ in range(s.num_layers))
+        self.model.norm = RMSNorm(s.hidden_size, cfg.norm_eps)
+        self.lm_head = LMHead(s.vocab_size, s.hidden_size)
+        if s.tie_embeddings:
+            self.lm_head.tie(self.model.embed_tokens)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        """Final hidden states of every token (logits come from `compute_logits` on the rows wanted)."""
+        x = self.model.embed_tokens(input_ids)
+        for layer in self.model.layers:
+            x = layer(positions, x, meta)
+        return self.model.norm(x)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden)
