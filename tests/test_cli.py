@@ -80,6 +80,7 @@ def test_console_script_and_bad_yaml(tmp_path):
     assert proc.returncode == 2 and "malformed YAML at line" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_demo_runs(capsys, tmp_path, monkeypatch):
     from hexserve.demo import main as demo
 
@@ -87,4 +88,4 @@ def test_demo_runs(capsys, tmp_path, monkeypatch):
     assert demo() == 0
     assert (tmp_path / "out" / "hetero-4-llama-2-70b.json").is_file()
     out = capsys.readouterr().out
-    assert "does not fit" in out and "replica 0 (colocated" in out
+    assert "does not fit" in out and "replica 0 (colocated" in out and "Paris" in out

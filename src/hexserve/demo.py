@@ -17,6 +17,8 @@ STEPS = [
      "plan --model llama-2-70b --cluster hexgen-case"),
     ("Colocated replicas over a whole heterogeneous cluster, written to a plan file",
      "plan --model llama-2-70b --cluster hetero-4 --out out/hetero-4-llama-2-70b.json"),
+    ("The embedded default model (SmolLM2-135M-Instruct) answers a chat request on this machine",
+     'generate --model smollm2 --chat --max-tokens 32 --prompt "What is the capital of France?"'),
 ]
 
 
