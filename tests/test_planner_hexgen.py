@@ -4,7 +4,9 @@ import pytest
 
 from hexserve.costmodel.calibration import load_calibration
 from hexserve.planner.baselines import homogeneous, per_node, symmetric
+from hexserve.planner.exhaustive import exhaustive_plan
 from hexserve.planner.hexgen import plan_colocated
+from hexserve.planner.layout import best_layout
 from hexserve.planner.stagecost import CostTable
 from hexserve.planner.validate import validate_plan
 from hexserve.planner.workload import Workload
@@ -29,14 +31,26 @@ def test_symmetric_tp_and_plain_pp_do_not_fit_and_say_by_how_much(case):
 
 
 def test_planner_finds_a_feasible_asymmetric_plan(case):
+    """Under our cost model the optimum (exhaustive: any TP groups) is TP (4, 4) over 49 + 31 layers, the
+    second group mixing 2 A5000s and 2 A4000s: 26% more than HexGen's TP (4, 2, 2)."""
     model, cluster, cal = case
     plan = plan_colocated(model, cluster, WORKLOAD, cal)
     validate_plan(plan, cluster, model, cal)
     stages = [s for r in plan.replicas for s in r.stages]
-    assert len({s.tp for s in stages}) > 1, "stages should differ in TP degree"
+    types = {d.index: d.type.name for d in cluster.devices}
+    assert len({tuple(sorted(types[i] for i in s.devices)) for s in stages}) > 1, "stages should differ in types"
     assert len({s.num_layers for s in stages}) > 1, "stages should differ in layer count"
-    assert plan.predicted.tokens_per_s > 0
     assert all(r.predicted.tpot_s <= WORKLOAD.slo_tpot for r in plan.replicas)
+    best, _ = exhaustive_plan(CostTable(model, cluster, cal, WORKLOAD))
+    assert plan.predicted.tokens_per_s == pytest.approx(best, rel=1e-9)
+
+
+def test_tp_groups_within_one_type_give_hexgens_asymmetric_tp(case):
+    """With every TP group inside one class, as in HexGen's search, the layout is its TP (4, 2, 2)."""
+    model, cluster, cal = case
+    fit = best_layout(CostTable(model, cluster, cal, WORKLOAD), cluster.devices, mixed=False)
+    assert fit is not None and sorted(len(s) for s in fit.stages) == [2, 2, 4]
+    assert len(set(fit.layers)) > 1
 
 
 def test_planner_beats_or_matches_every_baseline(case):
@@ -66,3 +80,22 @@ def test_nothing_fits_is_one_line():
     with pytest.raises(SpecError) as e:
         plan_colocated(load_model("llama-2-70b"), load_cluster("cpu-local"), WORKLOAD, load_calibration())
     assert "\n" not in str(e.value) and "short" in str(e.value)
+
+
+def _mean_latency(plan) -> float:
+    return sum(r.share * r.predicted.unloaded_latency_s for r in plan.replicas)
+
+
+def test_latency_objective_minimises_the_mean_latency(case):
+    """`latency` minimises the mean unloaded latency of a request routed by the plan's shares: no higher
+    than the throughput plan's, nor than any of its replicas laid out for latency alone."""
+    model, cluster, cal = case
+    by_tokens = plan_colocated(model, cluster, WORKLOAD, cal)
+    by_latency = plan_colocated(model, cluster, WORKLOAD, cal, objective="latency")
+    validate_plan(by_latency, cluster, model, cal)
+    assert _mean_latency(by_latency) <= _mean_latency(by_tokens) * (1 + 1e-9)
+    table = CostTable(model, cluster, cal, WORKLOAD)
+    for r in by_tokens.replicas:
+        devices = [d for d in cluster.devices if any(d.index in s.devices for s in r.stages)]
+        alone = best_layout(table, devices, objective="latency")
+        assert _mean_latency(by_latency) <= alone.perf.unloaded_latency_s * (1 + 1e-9)

@@ -1,28 +1,60 @@
-"""The colocated search against exhaustive enumeration on small random clusters."""
+"""The colocated search against exhaustive enumeration on small random clusters: the issue's bar, >= 0.99
+of the exhaustive optimum on every feasible case (benchmarks/planner.py runs 20 cases of up to 8 devices)."""
 
 import random
+
+import pytest
 
 from hexserve.costmodel.calibration import load_calibration
 from hexserve.planner.exhaustive import exhaustive_plan, random_cluster
 from hexserve.planner.hexgen import search_colocated
 from hexserve.planner.stagecost import CostTable
 from hexserve.planner.workload import Workload
+from hexserve.specs.cluster import parse_cluster
 from hexserve.specs.model import load_model
 
+MODELS = ("llama-2-7b", "llama-2-13b", "llama-2-70b")
 
-def test_search_is_near_exhaustive_on_small_clusters():
-    """Target: >= 0.99 on every case. Known gap (docs/planner.md): the search forms TP groups within one
-    (node, type) class only, so a plan whose best stage is a TP group across types or nodes is missed;
-    such cases score ~0.93-0.95. The test holds the mean to 0.99 and every case to 0.9."""
-    rng, cal = random.Random(11), load_calibration()
-    ratios = []
-    for _ in range(8):
+
+def _cases(count: int, seed: int = 11):
+    rng = random.Random(seed)
+    for _ in range(count):
         cluster = random_cluster(rng, max_devices=6)
-        model = load_model(rng.choice(["llama-2-7b", "llama-2-13b"]))
-        workload = Workload(slo_tpot=rng.choice([None, 0.2]))
-        found = sum(f.perf.tokens_per_s for f in search_colocated(CostTable(model, cluster, cal, workload)))
-        best, _ = exhaustive_plan(CostTable(model, cluster, cal, workload))
-        assert found <= best * (1 + 1e-9)
-        if best:
-            ratios.append(found / best)
-    assert ratios and min(ratios) >= 0.9 and sum(ratios) / len(ratios) >= 0.99, ratios
+        yield cluster, load_model(rng.choice(MODELS)), Workload(slo_tpot=rng.choice([None, 0.1, 0.2]))
+
+
+def _compare(cluster, model, workload) -> tuple[float, float]:
+    cal = load_calibration()
+    found = sum(f.perf.tokens_per_s for f in search_colocated(CostTable(model, cluster, cal, workload)))
+    best, _ = exhaustive_plan(CostTable(model, cluster, cal, workload))
+    return found, best
+
+
+@pytest.mark.parametrize("case", range(14))
+def test_search_reaches_099_of_exhaustive_on_every_case(case):
+    cluster, model, workload = list(_cases(case + 1))[case]
+    found, best = _compare(cluster, model, workload)
+    assert found <= best * (1 + 1e-9)
+    assert found >= 0.99 * best, (found, best)
+
+
+def test_mixed_type_cross_node_tp_group():
+    """Benchmark case 4: 3 A6000s cannot be one TP group of Llama-2-70B (3 does not divide 64 heads); the
+    optimum adds the lone A10 of another node to make TP=4, beside an A100 TP=2 stage."""
+    cluster = parse_cluster(
+        {
+            "name": "case-4",
+            "nodes": [
+                {"name": "n0", "gpus": [{"type": "A10", "count": 1}], "intra_link": {"kind": "pcie4"}},
+                {"name": "n1", "gpus": [{"type": "A100-80GB", "count": 2}], "intra_link": {"kind": "nvlink3"}},
+                {"name": "n2", "gpus": [{"type": "A6000", "count": 3}], "intra_link": {"kind": "nvlink3"}},
+            ],
+            "inter_node": {"default": {"kind": "ib-hdr"}},
+        }
+    )
+    model, workload = load_model("llama-2-70b"), Workload(slo_tpot=0.1)
+    found, best = _compare(cluster, model, workload)
+    assert found == pytest.approx(best, rel=1e-9)
+    fits = search_colocated(CostTable(model, cluster, load_calibration(), workload))
+    mixed = [s for f in fits for s in f.stages if len({(d.node, d.type.name) for d in s}) > 1]
+    assert mixed and len(mixed[0]) == 4

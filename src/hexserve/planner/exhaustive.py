@@ -3,8 +3,9 @@ devices into replicas, every way to cut each replica into TP groups (any mix of 
 every order of those stages. Exponential: for clusters of at most 8 devices (tests, benchmarks).
 
 It shares the exact per-order layer split and batch choice of `throughput.fit_throughput` with the
-search, so the ratio of the two measures what the search's restrictions cost: TP groups within one
-class, stage orders by node, and the merge and refinement heuristics.
+search, so the ratio of the two measures what the search's restrictions cost: which TP groups it forms
+(one degree per class, one pool of mixed groups), which stage orders it tries, and the merge and
+refinement heuristics.
 """
 
 from __future__ import annotations

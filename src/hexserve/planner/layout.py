@@ -1,15 +1,12 @@
 """The best layout of one group of devices: its pipeline stages, each stage's TP degree and its layers.
 
-Candidate stages keep fast links inside a TP group: the devices are cut into classes (one device type
-on one node, so every pair in a class shares the node's link), and each class is cut into TP groups of
-one degree t from `model.valid_tp_degrees` (the remainder into the widest valid degrees). Different
-classes choose different t, which is what makes a layout asymmetric: HexGen's 4xA6000 + 2xA5000 +
-2xA4000 becomes TP (4, 2, 2). Stages follow the nodes in cluster order (one cross-node send per node
-boundary), forward and backward, or in every distinct order when there are few (the ends hold the
-embedding and the LM head, and the order sets which links the hidden states cross). For each
-candidate the layer split and micro-batch come from `throughput.fit_throughput` (exact for a given
-stage order); the best candidate wins. With many classes the product of per-class choices is searched
-by coordinate ascent instead of in full.
+Candidate TP groups and stage orders come from `candidates.py`: pure choices (each class, one type on
+one node, cut into groups of one valid degree; classes choose independently, which makes layouts
+asymmetric) and pooled choices (TP groups across types or nodes, where a class's remainder or a lone
+device pays more as part of a wider group). For each candidate order the layer split and micro-batch
+come from `throughput.fit_throughput` (exact for a given order); the best candidate wins. With many
+classes the product of pure per-class choices is searched by coordinate ascent instead of in full, and
+at most MAX_POOLED pooled choices are tried, those with the smallest pools.
 """
 
 from __future__ import annotations
@@ -17,13 +14,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable
 
+from hexserve.planner.candidates import Choice, class_options, pooled_choices, stage_orders
 from hexserve.planner.stagecost import CostTable, Stage
 from hexserve.planner.throughput import Fit, fit_latency, fit_throughput
 from hexserve.specs.cluster import Device
-from hexserve.specs.model import ModelSpec
+
+__all__ = ["best_layout", "class_options", "device_classes", "fit_stages", "holds_weights", "why_no_layout"]
 
 MAX_COMBINATIONS = 64  # beyond this many per-class choices, coordinate ascent instead of the product
-MAX_ORDERS = 24  # stage lists with at most this many distinct orders are tried in every order
+MAX_POOLED = 64  # pooled choices tried per group, smallest pools first
 GIB = 2**30
 
 
@@ -33,52 +32,6 @@ def device_classes(devices: Iterable[Device]) -> list[tuple[Device, ...]]:
     for d in sorted(devices, key=lambda d: d.index):
         classes.setdefault((d.node, d.type.name), []).append(d)
     return [tuple(c) for c in classes.values()]
-
-
-def _cut(model: ModelSpec, run: tuple[Device, ...], width: int) -> list[Stage]:
-    """Consecutive TP groups of `width`, the remainder in the widest valid degrees."""
-    stages, i = [], 0
-    while i < len(run):
-        w = width if len(run) - i >= width else max(t for t in model.valid_tp_degrees(len(run) - i))
-        stages.append(run[i : i + w])
-        i += w
-    return stages
-
-
-def class_options(model: ModelSpec, run: tuple[Device, ...]) -> list[list[Stage]]:
-    """The ways one class may be cut into TP groups, widest first."""
-    return [_cut(model, run, t) for t in sorted(model.valid_tp_degrees(len(run)), reverse=True)]
-
-
-def _distinct_orders(kinds: list[tuple], limit: int) -> list[list[int]] | None:
-    """Positions of every distinct order of a multiset of stage kinds, or None when more than `limit`."""
-    orders: list[list[int]] = []
-
-    def extend(prefix: list[int], left: list[int]) -> bool:
-        if not left:
-            orders.append(prefix)
-            return len(orders) <= limit
-        seen = set()
-        for k, i in enumerate(left):
-            if kinds[i] not in seen:
-                seen.add(kinds[i])
-                if not extend(prefix + [i], left[:k] + left[k + 1 :]):
-                    return False
-        return True
-
-    return orders if extend([], list(range(len(kinds)))) else None
-
-
-def _orders(choice: tuple[list[Stage], ...]) -> list[tuple[Stage, ...]]:
-    """Stage orders to try: every distinct order of few stages (the ends hold the embedding and the
-    head, and the order sets the links crossed), else nodes in cluster order, forward and backward."""
-    forward = tuple(s for stages in choice for s in stages)
-    kinds = [(s[0].node, s[0].type.name, len(s)) for s in forward]
-    orders = _distinct_orders(kinds, MAX_ORDERS)
-    if orders is not None:
-        return [tuple(forward[i] for i in order) for order in orders]
-    backward = tuple(reversed(forward))
-    return [forward] if backward == forward else [forward, backward]
 
 
 def _scorer(objective: str) -> Callable[[Fit], float]:
@@ -92,10 +45,14 @@ def fit_stages(table: CostTable, stages: tuple[Stage, ...], objective: str = "th
     return fit_latency(table, stages) if objective == "latency" else fit_throughput(table, stages)
 
 
-def _best_of_choice(table: CostTable, choice: tuple[list[Stage], ...], objective: str) -> Fit | None:
+def _best_of_choice(table: CostTable, choice: Choice, objective: str) -> Fit | None:
     score = _scorer(objective)
-    fits = [f for order in _orders(choice) if (f := fit_stages(table, order, objective)) is not None]
+    fits = [f for order in stage_orders(choice) if (f := fit_stages(table, order, objective)) is not None]
     return max(fits, key=score, default=None)
+
+
+def _best(fits: Iterable[Fit | None], objective: str) -> Fit | None:
+    return max((f for f in fits if f is not None), key=_scorer(objective), default=None)
 
 
 def _coordinate_ascent(table: CostTable, options: list[list[list[Stage]]], objective: str) -> Fit | None:
@@ -121,20 +78,34 @@ def holds_weights(table: CostTable, devices: Iterable[Device]) -> bool:
     return usable > table.model.weights_bytes
 
 
-def best_layout(table: CostTable, devices: Iterable[Device], objective: str = "throughput") -> Fit | None:
-    """The best layout of one replica over exactly these devices (None when none fits or meets the SLOs)."""
-    devices = list(devices)
-    if not devices or not holds_weights(table, devices):
-        return None
-    options = [class_options(table.model, c) for c in device_classes(devices)]
+def _pure(table: CostTable, classes: list[tuple[Device, ...]], objective: str) -> Fit | None:
+    options = [class_options(table.model, c) for c in classes]
     combinations = 1
     for o in options:
         combinations *= len(o)
     if combinations > MAX_COMBINATIONS:
         return _coordinate_ascent(table, options, objective)
-    score = _scorer(objective)
-    fits = [f for choice in itertools.product(*options) if (f := _best_of_choice(table, choice, objective))]
-    return max(fits, key=score, default=None)
+    return _best((_best_of_choice(table, c, objective) for c in itertools.product(*options)), objective)
+
+
+def _pooled(table: CostTable, classes: list[tuple[Device, ...]], objective: str) -> Fit | None:
+    if len(classes) < 2:
+        return None
+    choices = pooled_choices(table.model, classes, MAX_POOLED)
+    return _best((_best_of_choice(table, c, objective) for c in choices), objective)
+
+
+def best_layout(
+    table: CostTable, devices: Iterable[Device], objective: str = "throughput", mixed: bool = True
+) -> Fit | None:
+    """The best layout of one replica over exactly these devices (None when none fits or meets the SLOs);
+    `mixed=False` keeps every TP group inside one class (one type on one node), as HexGen's search did."""
+    devices = list(devices)
+    if not devices or not holds_weights(table, devices):
+        return None
+    classes = device_classes(devices)
+    pooled = _pooled(table, classes, objective) if mixed else None
+    return _best((_pure(table, classes, objective), pooled), objective)
 
 
 def why_no_layout(table: CostTable, devices: Iterable[Device]) -> str:

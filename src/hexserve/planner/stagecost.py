@@ -47,6 +47,8 @@ class CostTable:
         self._links: dict[tuple[int, ...], Link | None] = {}
         self._costs: dict[tuple, StageCost] = {}
         self._caps: dict[tuple, int] = {}
+        self._stage_keys: dict[tuple[int, ...], tuple] = {}
+        self.fits: dict[tuple, object] = {}  # throughput.fit_throughput's memo, by order_key
 
     # ------------------------------------------------------------------ shapes
 
@@ -68,7 +70,18 @@ class CostTable:
 
     def _key(self, stage: Stage) -> tuple:
         # Devices of the same types over the same TP link cost the same: identical nodes share entries.
-        return tuple(sorted(d.type.name for d in stage)), self.tp_link(stage)
+        ids = tuple(d.index for d in stage)
+        if ids not in self._stage_keys:
+            self._stage_keys[ids] = tuple(sorted(d.type.name for d in stage)), self.tp_link(stage)
+        return self._stage_keys[ids]
+
+    def order_key(self, stages: tuple[Stage, ...]) -> tuple:
+        """All that the time and memory of stages in this order depend on: each stage's types and TP link
+        and the link it sends over. Equal keys cost the same on any devices."""
+        last = len(stages) - 1
+        return tuple(
+            (self._key(s), self.boundary_link(s, stages[j + 1] if j < last else None)) for j, s in enumerate(stages)
+        )
 
     # ------------------------------------------------------------------ time
 

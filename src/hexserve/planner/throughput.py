@@ -108,8 +108,17 @@ def _busy_lines(table: CostTable, costs: list[StageCost], batch: int) -> tuple[l
 
 def fit_throughput(table: CostTable, stages: tuple[Stage, ...], layers: list[int] | None = None) -> Fit | None:
     """The micro-batch and layer split with the most throughput meeting the SLOs (layers fixed when given).
+    Memoised by the stages' cost key: the search meets the same shapes on many device sets."""
+    key = (table.order_key(stages), None if layers is None else tuple(layers))
+    if key not in table.fits:
+        found = _fit_throughput(table, stages, layers)
+        table.fits[key] = None if found is None else (found.layers, found.perf)
+    known = table.fits[key]
+    return None if known is None else Fit(stages, *known)
 
-    Larger batches need more KV (smaller layer caps) and raise TPOT, so the scan stops at the first
+
+def _fit_throughput(table: CostTable, stages: tuple[Stage, ...], layers: list[int] | None) -> Fit | None:
+    """Larger batches need more KV (smaller layer caps) and raise TPOT, so the scan stops at the first
     batch that misses either; a TTFT miss depends on the split only and does not stop it."""
     best: Fit | None = None
     limit = "batch cap"
