@@ -10,6 +10,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+from hexserve.cli_args import positive_int
 from hexserve.costmodel.calibration import load_calibration
 from hexserve.costmodel.estimate import Estimate, Workload, estimate
 from hexserve.errors import SpecError
@@ -17,16 +18,6 @@ from hexserve.specs.cluster import Cluster, cluster_from_gpus, load_cluster
 from hexserve.specs.model import load_model
 
 GIB = 2**30
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
 
 
 def _console() -> Console:
@@ -202,10 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="config.json, checkpoint folder, or shipped name (llama-2-70b, ...)")
     p.add_argument("--gpus", help='devices on one node, e.g. "2xa100-80gb,1xl40"')
     p.add_argument("--cluster", help="a cluster YAML file or shipped name instead of --gpus")
-    p.add_argument("--tp", type=_positive, help="TP degree of every stage (default: widest per run of one type)")
-    p.add_argument("--prompt-len", type=_positive, default=1024, help="prompt tokens for the prefill figure")
-    p.add_argument("--batch", type=_positive, default=32, help="sequences in the decode-step figure")
-    p.add_argument("--context-len", type=_positive, default=1024, help="context tokens per decoding sequence")
+    p.add_argument("--tp", type=positive_int, help="TP degree of every stage (default: widest per run of one type)")
+    p.add_argument("--prompt-len", type=positive_int, default=1024, help="prompt tokens for the prefill figure")
+    p.add_argument("--batch", type=positive_int, default=32, help="sequences in the decode-step figure")
+    p.add_argument("--context-len", type=positive_int, default=1024, help="context tokens per decoding sequence")
     p.add_argument("--calibration", help="calibration JSON (default: the built-in factors)")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
     p.set_defaults(run=cmd_estimate)
@@ -216,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_cluster)
 
     p = sub.add_parser("profile", help="measure this machine's device and write a calibration file")
-    p.add_argument("--threads", type=_positive, default=1, help="CPU threads per device (default 1)")
-    p.add_argument("--world", type=_positive, default=2, help="processes for the gloo collectives (1: skip)")
+    p.add_argument("--threads", type=positive_int, default=1, help="CPU threads per device (default 1)")
+    p.add_argument("--world", type=positive_int, default=2, help="processes for the gloo collectives (1: skip)")
     p.add_argument("--peak-tflops", type=float, help="declared peak the efficiencies are relative to (CPU)")
     p.add_argument("--peak-gbps", type=float, help="declared memory bandwidth (CPU)")
     p.add_argument("--link-gbps", type=float, help="declared link bandwidth for the link efficiency")

@@ -6,24 +6,15 @@ import argparse
 import json
 import time
 
+from hexserve.cli_args import positive_int
 from hexserve.errors import SpecError
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
 
 
 def register(sub) -> None:
     p = sub.add_parser("generate", help="generate text with the built-in engine (one process, CPU or GPU)")
     p.add_argument("--model", default="smollm2", help="a Hugging Face checkpoint folder, or smollm2 (the default)")
     p.add_argument("--prompt", action="append", required=True, help="prompt text; repeat for a batch")
-    p.add_argument("--max-tokens", type=_positive, default=64)
+    p.add_argument("--max-tokens", type=positive_int, default=64)
     p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (the default)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)

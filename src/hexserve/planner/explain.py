@@ -67,6 +67,21 @@ def _replica_lines(plan: Plan, cluster: Cluster, i: int, r: Replica) -> list[str
     return lines + _table(rows)
 
 
+def _routing_lines(plan: Plan) -> list[str]:
+    """Disaggregated plans: the P->D routes (max-flow edge flows) and the planner's log."""
+    lines = []
+    if plan.routing:
+        lines += ["", "routing (prefill -> decode: share of its requests, req/s, KV link capacity)"]
+        for r in plan.routing:
+            lines.append(
+                f"  replica {r.prefill} -> replica {r.decode}: {r.share:.1%}, {r.requests_per_s:.2f} req/s "
+                f"(KV link carries up to {r.capacity_per_s:,.2f} req/s)"
+            )
+    if plan.notes:
+        lines += ["", "planner log"] + [f"  {n}" for n in plan.notes]
+    return lines
+
+
 def explain_plan(plan: Plan, cluster: Cluster) -> str:
     w = plan.workload
     slo = ", ".join(
@@ -87,4 +102,4 @@ def explain_plan(plan: Plan, cluster: Cluster) -> str:
     lines.append(f"unused devices: {', '.join(unused) if unused else 'none'}")
     for i, r in enumerate(plan.replicas):
         lines += [""] + _replica_lines(plan, cluster, i, r)
-    return "\n".join(lines)
+    return "\n".join(lines + _routing_lines(plan))

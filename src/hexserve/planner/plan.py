@@ -4,8 +4,10 @@ A plan names the model (and a fingerprint of its architecture) and the cluster (
 its devices and links), the workload it was made for, and its replicas. A replica has a role
 (colocated, prefill or decode: HexGen-2 plans reuse this file), its share of the requests, and its
 pipeline stages in order; a stage has device ids (rank order), a TP degree and a layer range
-[first, end). The cost model's predictions ride along for the explanation and the simulator.
-`load_plan` checks the file's structure; `validate.validate_plan` checks it against a cluster and model.
+[first, end). A disaggregated plan adds `routing`: which decode replica takes what share of each
+prefill replica's requests (from the max-flow). The cost model's predictions ride along for the
+explanation and the simulator. `load_plan` checks the file's structure; `validate.validate_plan`
+checks it against a cluster and model.
 """
 
 from __future__ import annotations
@@ -76,6 +78,19 @@ class Replica:
 
 
 @dataclass(frozen=True)
+class Route:
+    """Disaggregated plans: the requests prefill replica `prefill` hands to decode replica `decode`
+    (indices into Plan.replicas), with their KV cache. `share` is the fraction of the prefill replica's
+    requests; a prefill replica's routes sum to 1."""
+
+    prefill: int
+    decode: int
+    share: float
+    requests_per_s: float  # the max-flow's flow on this edge
+    capacity_per_s: float  # what the link between the two can carry (KV bytes per request / bandwidth)
+
+
+@dataclass(frozen=True)
 class PlanPrediction:
     tokens_per_s: float
     requests_per_s: float
@@ -96,10 +111,15 @@ class Plan:
     seed: int | None = None
     predicted: PlanPrediction | None = None
     version: int = PLAN_VERSION
+    routing: tuple[Route, ...] = ()  # P->D routes of a disaggregated plan (empty for colocated plans)
+    notes: tuple[str, ...] = ()  # the planner's log: kept refinement moves, why a mode was chosen
 
     def to_json(self) -> dict:
         data = asdict(self)
         data["workload"] = self.workload.to_json()
+        for optional in ("routing", "notes"):  # absent when empty: colocated plan files stay as they were
+            if not data[optional]:
+                data.pop(optional)
         return {"version": data.pop("version"), **data}
 
 
@@ -178,6 +198,22 @@ def _replica(data: dict, where: str) -> Replica:
     )
 
 
+def _routes(data: object, where: str) -> tuple[Route, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        raise SpecError(f"{where}: expected a list of routes")
+    return tuple(_build(Route, r, f"{where}[{i}]") for i, r in enumerate(data))
+
+
+def _notes(data: object, where: str) -> tuple[str, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list) or not all(isinstance(n, str) for n in data):
+        raise SpecError(f"{where}: expected a list of strings")
+    return tuple(data)
+
+
 def plan_from_json(data: object, where: str = "plan") -> Plan:
     """A Plan from its parsed JSON; structure errors are one line naming the field."""
     version = _need(data, "version", int, where)
@@ -204,6 +240,8 @@ def plan_from_json(data: object, where: str = "plan") -> Plan:
         seed=seed if isinstance(seed, int) else None,
         predicted=_build(PlanPrediction, data.get("predicted"), f"{where}.predicted"),
         version=version,
+        routing=_routes(data.get("routing"), f"{where}.routing"),
+        notes=_notes(data.get("notes"), f"{where}.notes"),
     )
 
 

@@ -86,6 +86,28 @@ def _check_shares(plan: Plan) -> None:
             raise SpecError(f"plan.replicas[].share: {total}; they must sum to 1")
 
 
+def _check_routing(plan: Plan) -> None:
+    """Routes join a prefill replica to a decode replica, and each prefill replica's routes sum to 1."""
+    if not plan.routing:
+        return
+    n = len(plan.replicas)
+    sums: dict[int, float] = {}
+    for i, route in enumerate(plan.routing):
+        where = f"plan.routing[{i}]"
+        for field, role in (("prefill", "prefill"), ("decode", "decode")):
+            at = getattr(route, field)
+            if not 0 <= at < n or plan.replicas[at].role != role:
+                raise SpecError(f"{where}.{field}: replica {at} is not a {role} replica; route {role} to {role}")
+        if route.share < 0 or route.requests_per_s < 0:
+            raise SpecError(f"{where}: share and requests_per_s must be >= 0")
+        sums[route.prefill] = sums.get(route.prefill, 0.0) + route.share
+    for i, r in enumerate(plan.replicas):
+        if r.role == "prefill" and abs(sums.get(i, 0.0) - 1) > 1e-6:
+            raise SpecError(
+                f"plan.routing: the routes of prefill replica {i} sum to {sums.get(i, 0.0):.6f}; they must sum to 1"
+            )
+
+
 def _check_memory(i: int, r: Replica, cluster: Cluster, model: ModelSpec, calibration: Calibration) -> None:
     kv_tokens = r.predicted.kv_tokens if r.predicted else 0
     last = len(r.stages) - 1
@@ -110,5 +132,6 @@ def validate_plan(plan: Plan, cluster: Cluster, model: ModelSpec, calibration: C
     for i, r in enumerate(plan.replicas):
         _check_stages(i, r, model)
     _check_shares(plan)
+    _check_routing(plan)
     for i, r in enumerate(plan.replicas):
         _check_memory(i, r, cluster, model, calibration)

@@ -8,6 +8,16 @@ from hexserve.errors import SpecError
 
 OBJECTIVES = ("throughput", "per-dollar", "latency")
 
+# HexGen-2's workload classes: mean (prompt, output) tokens of each class of the Azure conversation trace
+# (data/traces/azure_llm_2023_conv.csv, 19,366 requests; a prompt over 512 tokens is heavy prefill (HP),
+# an output over 128 tokens heavy decode (HD)); request counts 4,103 / 7,620 / 2,110 / 5,533. Computed by
+#   python3 -c "import csv; from collections import defaultdict; s = defaultdict(lambda: [0, 0, 0])
+#   for r in csv.DictReader(open('data/traces/azure_llm_2023_conv.csv')):
+#       p, o = int(r['ContextTokens']), int(r['GeneratedTokens'])
+#       k = ('HP' if p > 512 else 'LP') + ('HD' if o > 128 else 'LD'); s[k][0] += 1; s[k][1] += p; s[k][2] += o
+#   print({k: (round(p / n), round(o / n)) for k, (n, p, o) in sorted(s.items())})"
+WORKLOAD_CLASSES = {"HPLD": (2606, 72), "HPHD": (1210, 387), "LPHD": (229, 178), "LPLD": (356, 85)}
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -49,6 +59,14 @@ class Workload:
     @classmethod
     def from_json(cls, data: dict) -> Workload:
         return cls(**data)
+
+
+def class_lengths(name: str) -> tuple[int, int]:
+    """Mean (prompt, output) tokens of a HexGen-2 workload class (HPLD, HPHD, LPHD, LPLD)."""
+    lengths = WORKLOAD_CLASSES.get(name.upper())
+    if lengths is None:
+        raise SpecError(f"--workload: unknown class {name!r}; use one of {', '.join(WORKLOAD_CLASSES)}")
+    return lengths
 
 
 def check_objective(objective: str) -> str:
