@@ -220,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_plan(sub)
     from hexserve.cli_generate import register as register_generate
     register_generate(sub)
+    from hexserve.cli_simulate import register as register_simulate
+    register_simulate(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Discrete-event simulator: replay a workload against a plan file with the planner's cost model."""
