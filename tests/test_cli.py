@@ -89,3 +89,4 @@ def test_demo_runs(capsys, tmp_path, monkeypatch):
     assert (tmp_path / "out" / "hetero-4-llama-2-70b.json").is_file()
     out = capsys.readouterr().out
     assert "does not fit" in out and "replica 0 (colocated" in out and "Paris" in out
+    assert "hetero-5" in out and "output tok/s" in out
