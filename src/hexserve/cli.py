@@ -220,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     register_plan(sub)
     from hexserve.cli_generate import register as register_generate
     register_generate(sub)
+    from hexserve.cli_serve import register as register_serve
+    register_serve(sub)
+    from hexserve.cli_bench import register as register_bench
+    register_bench(sub)
     from hexserve.cli_simulate import register as register_simulate
     register_simulate(sub)
     return parser

@@ -1,0 +1,237 @@
+"""One background thread owns the engine: it takes new requests and aborts from a command queue between
+steps, steps the engine while there is work (so requests from every client batch together), and
+pushes each request's new text onto that request's asyncio queue in the server's event loop.
+
+Only this thread touches the `LLM`; HTTP handlers talk to it through `submit` and `abort`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from hexserve.runtime.engine import LLM
+from hexserve.runtime.sampling import SamplingParams
+from hexserve.runtime.sequence import Sequence, SequenceStatus
+from hexserve.server.errors import APIError
+from hexserve.server.metrics import Metrics
+
+log = logging.getLogger("hexserve.server")
+POLL_S = 0.5  # how long the idle thread waits for a command before looking at the stop flag again
+
+
+@dataclass
+class Delta:
+    """What a request gained since the last one: new text and tokens; the last one has finish_reason."""
+
+    text: str
+    num_prompt_tokens: int
+    num_output_tokens: int
+    finish_reason: str | None = None
+    error: APIError | None = None
+
+
+class RequestStream:
+    """The handler's end: an asyncio queue fed from the engine thread."""
+
+    def __init__(self, request_id: int, loop: asyncio.AbstractEventLoop):
+        self.request_id, self.loop = request_id, loop
+        self.queue: asyncio.Queue[Delta] = asyncio.Queue()
+
+    def put(self, delta: Delta) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, delta)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            pass
+
+    async def get(self) -> Delta:
+        return await self.queue.get()
+
+
+@dataclass(eq=False)
+class Tracked:
+    stream: RequestStream
+    prompt: list[int]
+    params: SamplingParams
+    arrival: float = field(default_factory=time.perf_counter)
+    handle: tuple | None = None  # what LLM.add_request returned: (id, text, ids, seq, error)
+    sent_text: str = ""
+    sent_tokens: int = 0
+    first_token_at: float | None = None
+
+    @property
+    def seq(self) -> Sequence | None:
+        return self.handle[3] if self.handle else None
+
+
+class EngineLoop:
+    def __init__(self, llm: LLM, metrics: Metrics, max_queue: int):
+        self.llm, self.metrics, self.max_queue = llm, metrics, max_queue
+        self.commands: queue.Queue = queue.Queue()
+        self.tracked: dict[int, Tracked] = {}  # engine thread only
+        self.ids = itertools.count()
+        self.in_flight = 0  # accepted and not yet answered; guarded by `lock`
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="hexserve-engine", daemon=True)
+        metrics.blocks_total.set(llm.blocks.num_blocks)
+
+    # ------------------------------------------------------------------ handler side (event loop thread)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Fail every in-flight request (503) and end the thread once its current step is done."""
+        with self.lock:
+            self.stopping = True
+        self.commands.put(("wake", None))
+        self.thread.join(timeout)
+
+    def submit(self, prompt: list[int], params: SamplingParams) -> RequestStream:
+        with self.lock:
+            if self.stopping:
+                raise APIError(503, "the server is shutting down; retry on another replica")
+            if self.in_flight >= self.max_queue:
+                raise APIError(429, f"the server holds {self.in_flight} requests (--max-queue {self.max_queue}); "
+                               "retry later", code="queue_full")
+            self.in_flight += 1
+            # Queued under the lock: once `stopping` is set, the thread's last drain sees every add.
+            stream = RequestStream(next(self.ids), asyncio.get_running_loop())
+            self.commands.put(("add", Tracked(stream, prompt, params)))
+        return stream
+
+    def abort(self, request_id: int) -> None:
+        """Drop a request (its client went away) and free its KV blocks; a no-op once it has finished."""
+        self.commands.put(("abort", request_id))
+
+    # ------------------------------------------------------------------ engine thread
+
+    def _run(self) -> None:
+        while not self.stopping:
+            self._take_commands(block=not self.llm.scheduler.has_work())
+            if self.stopping or not self.llm.scheduler.has_work():
+                continue
+            try:
+                self.llm.step()
+            except Exception as e:  # a bug in the engine: fail what is in flight, keep serving new requests
+                log.exception("engine step failed")
+                self._fail_all(APIError(500, f"the engine failed: {type(e).__name__}: {e}"), queued=False)
+                continue
+            self._publish()
+        self._fail_all(APIError(503, "the server is shutting down; the request was not finished"), queued=True)
+
+    def _take_commands(self, block: bool) -> None:
+        try:
+            command = self.commands.get(timeout=POLL_S) if block else self.commands.get_nowait()
+            while True:
+                self._do(*command)
+                command = self.commands.get_nowait()
+        except queue.Empty:
+            pass
+
+    def _do(self, kind: str, arg) -> None:
+        if kind == "add":
+            self._add(arg)
+        elif kind == "abort":
+            tracked = self.tracked.pop(arg, None)
+            if tracked is not None:
+                self._drop(tracked)
+                self._done(tracked, "abort")
+
+    def _add(self, t: Tracked) -> None:
+        t.handle = self.llm.add_request(t.prompt, t.params)
+        error = t.handle[4]
+        if error is not None:  # the handler checks first; this is the engine's own refusal
+            self._answer(t, Delta("", len(t.prompt), 0, "error", APIError(400, error)))
+            return
+        self.tracked[t.stream.request_id] = t
+        self.metrics.prompt_tokens.inc(len(t.prompt))
+
+    def _drop(self, t: Tracked) -> None:
+        """Take an unfinished sequence out of the scheduler and free its blocks (the runtime has no abort)."""
+        seq, scheduler = t.seq, self.llm.scheduler
+        if seq is None or seq.is_finished:
+            return
+        if seq in scheduler.running:
+            scheduler.finish(seq, "abort")
+        else:
+            scheduler.waiting.remove(seq)
+            seq.status, seq.finish_reason = SequenceStatus.FINISHED, "abort"
+
+    def _publish(self) -> None:
+        now = time.perf_counter()
+        for rid, t in list(self.tracked.items()):
+            seq = t.seq
+            new_tokens = seq.num_output_tokens - t.sent_tokens
+            if new_tokens <= 0 and not seq.is_finished:
+                continue
+            if t.first_token_at is None and seq.num_output_tokens:
+                t.first_token_at = now
+                self.metrics.ttft.observe(now - t.arrival)
+            self.metrics.generation_tokens.inc(max(new_tokens, 0))
+            if seq.is_finished:
+                del self.tracked[rid]
+                text = self.llm._output(*t.handle).text
+                self._answer(t, Delta(text[len(t.sent_text):], len(t.prompt), seq.num_output_tokens,
+                                      seq.finish_reason))
+                self._done(t, seq.finish_reason, now)
+            else:
+                text = self._stable_text(seq)
+                t.sent_tokens = seq.num_output_tokens
+                if len(text) > len(t.sent_text) and text.startswith(t.sent_text):
+                    t.stream.put(Delta(text[len(t.sent_text):], len(t.prompt), seq.num_output_tokens))
+                    t.sent_text = text
+        self._gauges()
+
+    def _stable_text(self, seq: Sequence) -> str:
+        """The output text that can no longer change: an incomplete UTF-8 character at the end is held
+        back, and so is any tail that could still become the start of a stop string (then cut off)."""
+        text = self.llm._decode(seq.output_ids, seq.params)
+        text = text.rstrip("\ufffd")
+        if seq.params.stop:
+            text = text[: max(0, len(text) - max(map(len, seq.params.stop)) + 1)]
+        return text
+
+    def _answer(self, t: Tracked, delta: Delta) -> None:
+        t.stream.put(delta)
+        with self.lock:
+            self.in_flight -= 1
+
+    def _done(self, t: Tracked, reason: str | None, now: float | None = None) -> None:
+        self.metrics.finished.labels(finished_reason=reason or "unknown").inc()
+        if reason == "abort":
+            with self.lock:
+                self.in_flight -= 1
+            self._gauges()
+            return
+        now = now or time.perf_counter()
+        self.metrics.e2e.observe(now - t.arrival)
+        n = t.seq.num_output_tokens if t.seq else 0
+        if n > 1 and t.first_token_at is not None:
+            self.metrics.tpot.observe((now - t.first_token_at) / (n - 1))
+
+    def _fail_all(self, error: APIError, queued: bool) -> None:
+        for t in list(self.tracked.values()):
+            self._drop(t)
+            self._answer(t, Delta("", len(t.prompt), t.sent_tokens, "error", error))
+        self.tracked.clear()
+        while queued:  # at shutdown, requests submitted but never taken are answered too
+            try:
+                kind, arg = self.commands.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "add":
+                self._answer(arg, Delta("", len(arg.prompt), 0, "error", error))
+        self._gauges()
+
+    def _gauges(self) -> None:
+        scheduler, blocks = self.llm.scheduler, self.llm.blocks
+        self.metrics.waiting.set(len(scheduler.waiting))
+        self.metrics.running.set(len(scheduler.running))
+        self.metrics.blocks_used.set(blocks.num_blocks - blocks.num_free)

@@ -1,0 +1,229 @@
+"""The OpenAI-compatible server as users meet it: a real `hexserve serve` process on 127.0.0.1, driven
+by the official `openai` client (and raw httpx where the client would refuse to send a bad body)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from hexserve.cli import main
+
+STARTUP_S = 90
+
+
+def tiny_checkpoint(folder: Path) -> Path:
+    """A 2-layer random Llama with SmolLM2's tokenizer and chat template: real text in, text out, fast."""
+    import torch
+    import transformers
+
+    from hexserve.runtime.smollm2 import ensure_checkpoint
+
+    config = transformers.LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                      bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    source = ensure_checkpoint()
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(source / name, folder / name)
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(*args: str):
+    """`hexserve serve` on a free loopback port until /health answers; always killed at the end."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "hexserve.cli", "serve", "--port", str(port), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"server exited: {proc.stdout.read()}"
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        else:
+            raise TimeoutError("server did not start")
+        yield base, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+
+
+def metric(base: str, name: str) -> float:
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    found = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> str:
+    return str(tiny_checkpoint(tmp_path_factory.mktemp("tiny")))
+
+
+@pytest.fixture(scope="module")
+def server(tiny):
+    with serve("--model", tiny, "--served-model-name", "tiny") as (base, _):
+        yield base
+
+
+def client(base: str, key: str = "none") -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=60)
+
+
+def test_serve_plan_is_a_one_line_error(capsys):
+    assert main(["serve", "--plan", "plan.json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "serving a plan needs the distributed runtime; use --model" in err and "\n" not in err
+
+
+@pytest.mark.slow
+def test_completion_chat_and_streams(server):
+    c = client(server)
+    assert [m.id for m in c.models.list().data] == ["tiny"]
+    done = c.completions.create(model="tiny", prompt="Hello there", max_tokens=8, temperature=0,
+                                extra_body={"ignore_eos": True})
+    assert done.choices[0].finish_reason == "length" and done.usage.completion_tokens == 8 and done.choices[0].text
+    chunks = list(c.completions.create(model="tiny", prompt="Hello there", max_tokens=8, stream=True, temperature=0,
+                                       extra_body={"ignore_eos": True}))
+    assert "".join(ch.choices[0].text for ch in chunks) == done.choices[0].text  # greedy: same text
+    assert chunks[-1].choices[0].finish_reason == "length"
+    messages = [{"role": "user", "content": "Hi!"}]
+    chat = c.chat.completions.create(model="tiny", messages=messages, max_tokens=6, temperature=0)
+    assert chat.choices[0].message.role == "assistant" and chat.usage.prompt_tokens > 5
+    stream = list(c.chat.completions.create(model="tiny", messages=messages, max_tokens=6, temperature=0, stream=True,
+                                            stream_options={"include_usage": True}))
+    assert stream[0].choices[0].delta.role == "assistant"
+    assert "".join(s.choices[0].delta.content or "" for s in stream if s.choices) == chat.choices[0].message.content
+    assert stream[-1].usage.completion_tokens == chat.usage.completion_tokens
+
+
+@pytest.mark.slow
+def test_many_concurrent_requests_all_answered(server):
+    c = client(server)
+
+    def ask(i: int):
+        return c.completions.create(model="tiny", prompt=f"Request {i}: count", max_tokens=5 + i % 7,
+                                    extra_body={"ignore_eos": True})
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        answers = list(pool.map(ask, range(48)))
+    assert [a.usage.completion_tokens for a in answers] == [5 + i % 7 for i in range(48)]
+    assert metric(server, "hexserve:kv_blocks_used") == 0
+
+
+BAD = [  # (body, status, param)
+    ("{not json", 400, None),
+    ({"model": "tiny"}, 400, "messages"),
+    ({"model": "tiny", "messages": []}, 400, "messages"),
+    ({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}, 404, "model"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, 400, "max_tokens"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**6}, 400, "max_tokens"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "temperature": -0.5}, 400, "temperature"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": "ten"}, 400, "max_tokens"),
+    ({"model": "tiny", "messages": "hi"}, 400, "messages"),
+    ({"model": "tiny", "messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages.0.role"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "top_p": 0}, 400, "top_p"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 2}, 400, "n"),
+]
+
+
+@pytest.mark.slow
+def test_each_bad_request_gets_its_4xx_and_the_server_keeps_serving(server):
+    url = f"{server}/v1/chat/completions"
+    good = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    for body, status, param in BAD:
+        raw = body if isinstance(body, str) else json.dumps(body)
+        r = httpx.post(url, content=raw, headers={"content-type": "application/json"}, timeout=30)
+        assert r.status_code == status, (body, r.text)
+        error = r.json()["error"]
+        assert error["param"] == param and error["message"] and error["type"], (body, error)
+        assert httpx.post(url, json=good, timeout=30).status_code == 200
+    long_prompt = {"model": "tiny", "prompt": list(range(3, 600)), "max_tokens": 1}
+    r = httpx.post(f"{server}/v1/completions", json=long_prompt, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+    with pytest.raises(openai.BadRequestError):
+        client(server).completions.create(model="tiny", prompt="x", max_tokens=-1)
+
+
+@pytest.mark.slow
+def test_disconnect_mid_stream_frees_blocks(server):
+    body = {"model": "tiny", "prompt": "Tell me a long story", "max_tokens": 450, "ignore_eos": True, "stream": True}
+    aborted = metric(server, 'hexserve:request_success_total{finished_reason="abort"}')
+    with httpx.stream("POST", f"{server}/v1/completions", json=body, timeout=30) as r:
+        lines = r.iter_lines()
+        assert next(lines).startswith("data:")
+        assert metric(server, "hexserve:kv_blocks_used") > 0  # the request holds blocks while it runs
+    deadline = time.monotonic() + 15
+    while metric(server, "hexserve:kv_blocks_used") > 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert metric(server, "hexserve:kv_blocks_used") == 0
+    assert metric(server, 'hexserve:request_success_total{finished_reason="abort"}') == aborted + 1
+    assert metric(server, "hexserve:num_requests_running") == 0
+
+
+@pytest.mark.slow
+def test_api_key_queue_limit_and_graceful_shutdown(tiny):
+    with serve("--model", tiny, "--served-model-name", "tiny", "--api-key", "sekret", "--max-queue", "1") as (base, p):
+        with pytest.raises(openai.AuthenticationError):
+            client(base, "wrong").models.list()
+        assert httpx.get(f"{base}/v1/models", timeout=5).status_code == 401
+        assert httpx.get(f"{base}/health", timeout=5).status_code == 200  # probes need no key
+        c = client(base, "sekret")
+        assert c.models.list().data[0].id == "tiny"
+        stream = c.completions.create(model="tiny", prompt="Go on", max_tokens=300, stream=True,
+                                      extra_body={"ignore_eos": True})
+        first = next(iter(stream))
+        with pytest.raises(openai.RateLimitError):  # the one slot is taken
+            c.completions.create(model="tiny", prompt="me too", max_tokens=2)
+        p.send_signal(signal.SIGTERM)  # uvicorn drains: the open stream still ends properly
+        rest = list(stream)
+        assert first.choices[0].text is not None and rest[-1].choices[0].finish_reason in ("length", "error")
+        # uvicorn re-raises the signal it caught once shut down, so the exit status is -SIGTERM.
+        assert p.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert "Traceback" not in p.stdout.read()
+
+
+@pytest.mark.slow
+def test_bench_against_the_server(server, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--endpoint", server, "--model", "tiny", "--workload", "azure-conv", "--rate", "20",
+                 "--num-requests", "12", "--scale", "0.1", "--max-model-len", "512", "--json", str(out),
+                 "--no-progress"]) == 0
+    result = json.loads(out.read_text())
+    assert result["completed"] == 12 and result["failed"] == 0
+    assert result["ttft_ms"]["mean"] > 0 and result["output_throughput"] > 0
+    assert abs(result["prompt_token_error"]) < 0.02  # synthetic prompts hit their token counts
+    assert "Output token throughput" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_smollm2_answers_paris_through_openai():
+    with serve("--model", "smollm2") as (base, _):
+        answer = client(base).chat.completions.create(
+            model="smollm2", messages=[{"role": "user", "content": "What is the capital of France?"}],
+            max_tokens=24, temperature=0)
+    assert "Paris" in answer.choices[0].message.content and answer.choices[0].finish_reason == "stop"
