@@ -111,7 +111,7 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--requests", type=int, default=32)
     ap.add_argument("--context", type=int, default=None, help="scale the trace to this context (default: model's)")
-    ap.add_argument("--hf-batch", type=int, default=8, help="transformers padded batch size")
+    ap.add_argument("--hf-batch", type=int, default=8, help="transformers padded batch size (0: skip that run)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/engine.json"))
@@ -133,9 +133,10 @@ def main() -> None:
     runs = {
         "hexserve": lambda: run_hexserve(llm, prompts, lengths),
         "transformers one at a time": lambda: run_hf_one_at_a_time(hf, prompts, lengths, pad),
-        f"transformers padded batches of {args.hf_batch}": lambda: run_hf_batched(hf, prompts, lengths, pad,
-                                                                                  args.hf_batch),
     }
+    if args.hf_batch:
+        runs[f"transformers padded batches of {args.hf_batch}"] = lambda: run_hf_batched(hf, prompts, lengths, pad,
+                                                                                         args.hf_batch)
     seconds = {}
     for name, run in runs.items():
         seconds[name] = run()

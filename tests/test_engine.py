@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from checkpoints import FAMILIES, build, prompts, reference_greedy
+from hexserve.runtime import model_runner
 from hexserve.runtime.config import load_config
 from hexserve.runtime.engine import LLM
+from hexserve.runtime.model_runner import decode_groups
 from hexserve.runtime.sampling import SamplingParams
 
 torch.set_num_threads(2)  # the test machine has two cores; more threads only contend
@@ -69,6 +71,23 @@ def test_chunked_prefill_gives_same_tokens(checkpoint):
     folder, _, ps, refs = checkpoint
     llm = LLM(str(folder), block_size=4, max_num_seqs=2, max_num_batched_tokens=7)
     assert [o.token_ids for o in llm.generate(ps, GREEDY)] == refs
+
+
+def test_decode_groups_give_same_tokens(checkpoint, monkeypatch):
+    # Free groups: every distinct context width attends in its own group, padded or not (mask None),
+    # and the group boundaries move from step to step as sequences grow and finish.
+    folder, _, ps, refs = checkpoint
+    monkeypatch.setattr(model_runner, "GROUP_COST_KEYS", 0)
+    llm = LLM(str(folder), block_size=4)
+    assert [o.token_ids for o in llm.generate(ps, GREEDY)] == refs
+
+
+def test_decode_groups_cut_by_length(monkeypatch):
+    assert decode_groups([100, 90, 20, 18], 16) == [(0, 4)]  # padding 4 x 112 rows beats a second group
+    assert decode_groups([2000, 60, 50, 40], 16) == [(0, 1), (1, 4)]
+    monkeypatch.setattr(model_runner, "GROUP_COST_KEYS", 0)
+    assert decode_groups([100, 90, 20, 18], 16) == [(0, 1), (1, 2), (2, 4)]
+    assert decode_groups([], 16) == []
 
 
 def test_sharded_checkpoint_loads(tmp_path):

@@ -2,9 +2,10 @@
 
 A batch is one flat run of tokens: first the single-token steps of sequences whose earlier tokens are
 cached (decodes), then the spans of prompts being prefilled. Every token's key and value are written to
-its cache slot first; then decodes attend, all at once, to their context gathered from the cache, and
-each prefill span attends causally to its own keys (or, when part of its prompt was computed in an
-earlier step, to its cached context under an explicit causal mask).
+its cache slot first; then decodes attend in a few groups of similar context length (so that padding to
+the longest stays small), each to its context's blocks gathered from the cache; each prefill span
+attends causally to its own keys (or, when part of its prompt was computed in an earlier step, to its
+cached context under an explicit causal mask).
 """
 
 from __future__ import annotations
@@ -25,13 +26,24 @@ class PrefillSpan:
 
 
 @dataclass
+class DecodeGroup:
+    """Decodes of similar context length, attending together: rows [start, end) of the batch read the
+    blocks of their context, each padded to the group's widest, with a mask over the padding."""
+
+    start: int
+    end: int
+    blocks: torch.Tensor  # ((end - start) * width,) block ids, row by row; pads reuse block 0
+    mask: torch.Tensor | None  # (end - start, 1, 1, width * block_size) 0 or -inf; None: no padding
+
+
+@dataclass
 class AttentionMetadata:
     """Where each token of a step goes and what it attends to; built once per step by the runner."""
 
     slot_mapping: torch.Tensor | None  # (tokens,) cache slot of each token; None: no cache (scoring)
     num_decodes: int = 0
-    decode_slots: torch.Tensor | None = None  # (decodes * max_context,) slots of each decode's context
-    decode_mask: torch.Tensor | None = None  # (decodes, 1, 1, max_context) True where a key exists
+    decode_groups: list[DecodeGroup] = field(default_factory=list)  # the decodes' rows, longest first
+    block_size: int = 0
     prefills: list[PrefillSpan] = field(default_factory=list)
 
 
@@ -49,21 +61,22 @@ class PagedAttention(nn.Module):
             self.k_cache.index_copy_(0, meta.slot_mapping, k)
             self.v_cache.index_copy_(0, meta.slot_mapping, v)
         out = q.new_empty(q.shape)
-        n = meta.num_decodes
-        if n:
-            out[:n] = self._decode(q[:n], meta)
+        for group in meta.decode_groups:
+            out[group.start : group.end] = self._decode(q[group.start : group.end], group, meta.block_size)
         for span in meta.prefills:
             out[span.start : span.end] = self._prefill(q, k, v, span)
         return out.flatten(1)
 
-    def _decode(self, q: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+    def _decode(self, q: torch.Tensor, group: DecodeGroup, block_size: int) -> torch.Tensor:
         n, hkv, d = q.shape[0], self.num_kv_heads, self.head_dim
-        keys = self.k_cache.index_select(0, meta.decode_slots).view(n, -1, hkv, d).transpose(1, 2)
-        values = self.v_cache.index_select(0, meta.decode_slots).view(n, -1, hkv, d).transpose(1, 2)
+        # Whole blocks are gathered (one copy of block_size * kv_heads * head_dim values per index).
+        keys = self.k_cache.view(-1, block_size, hkv, d).index_select(0, group.blocks)
+        values = self.v_cache.view(-1, block_size, hkv, d).index_select(0, group.blocks)
+        keys, values = (t.view(n, -1, hkv, d).transpose(1, 2) for t in (keys, values))
         # The query heads sharing a KV head become that head's query rows (GQA without repeating K/V):
         # head h reads KV head h // group, as repeat_kv lays them out.
         grouped = q.view(n, hkv, self.group, d)
-        o = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=meta.decode_mask)
+        o = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=group.mask)
         return o.reshape(n, self.num_heads, d)
 
     def _prefill(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, span: PrefillSpan) -> torch.Tensor:

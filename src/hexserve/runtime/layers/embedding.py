@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hexserve.runtime.layers.linear import read_shard
+from hexserve.runtime.layers.linear import linear, read_shard
 
 
 class Embedding(nn.Module):
@@ -34,4 +34,4 @@ class LMHead(Embedding):
         self.weight = embedding.weight
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(hidden, self.weight)
+        return linear(hidden, self.weight)

@@ -31,25 +31,25 @@ def _llama3(inv_freq: torch.Tensor, s: dict) -> torch.Tensor:
     return torch.where(medium, blended, scaled)
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x * cos + rotate_half(x) * sin (Hugging Face's formula, the same float operations) on the two
+    halves: x: (tokens, heads, head_dim); cos, sin: (tokens, 1, head_dim // 2)."""
     x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
 class RotaryEmbedding(nn.Module):
-    """cos/sin tables for every position up to the context length, computed once in float32."""
+    """cos/sin tables for every position up to the context length, computed once in float32. A step
+    looks its positions up once (`lookup`) and every layer applies them (`apply_rotary`)."""
 
     def __init__(self, head_dim: int, max_positions: int, theta: float, scaling: dict):
         super().__init__()
         inv_freq = inv_frequencies(head_dim, theta, scaling).to(torch.get_default_device())
         t = torch.arange(max_positions, dtype=torch.float32, device=inv_freq.device)
-        freqs = torch.outer(t, inv_freq)
-        emb = torch.cat((freqs, freqs), dim=-1)
-        self.register_buffer("cos", emb.cos(), persistent=False)
-        self.register_buffer("sin", emb.sin(), persistent=False)
+        freqs = torch.outer(t, inv_freq)  # (positions, head_dim // 2): both halves use the same angles
+        self.register_buffer("cos", freqs.cos(), persistent=False)
+        self.register_buffer("sin", freqs.sin(), persistent=False)
 
-    def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q: (tokens, heads, head_dim), k: (tokens, kv_heads, head_dim); positions: (tokens,)."""
-        cos = self.cos[positions].unsqueeze(1).to(q.dtype)
-        sin = self.sin[positions].unsqueeze(1).to(q.dtype)
-        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+    def lookup(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of each position, (tokens, 1, head_dim // 2), in the compute dtype."""
+        return self.cos[positions].unsqueeze(1).to(dtype), self.sin[positions].unsqueeze(1).to(dtype)

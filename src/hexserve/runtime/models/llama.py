@@ -12,26 +12,29 @@ from hexserve.runtime.layers.attention import AttentionMetadata, PagedAttention
 from hexserve.runtime.layers.embedding import Embedding, LMHead
 from hexserve.runtime.layers.linear import MergedLinear, RowLinear
 from hexserve.runtime.layers.norm import RMSNorm
-from hexserve.runtime.layers.rotary import RotaryEmbedding
+from hexserve.runtime.layers.rotary import RotaryEmbedding, apply_rotary
+
+Rope = tuple[torch.Tensor, torch.Tensor]  # cos, sin of each token's position, looked up once per step
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         s = cfg.spec
         self.num_heads, self.num_kv_heads, self.head_dim = s.num_heads, s.num_kv_heads, s.head_dim
         parts = {"q": s.q_dim, "k": s.kv_dim, "v": s.kv_dim}
         self.qkv_proj = MergedLinear(s.hidden_size, parts, bias=s.qkv_bias)
         self.o_proj = RowLinear(s.q_dim, s.hidden_size, bias=s.o_bias)
-        self.rotary = rotary
         self.attn = PagedAttention(s.num_heads, s.num_kv_heads, s.head_dim)
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        q, k, v = self.qkv_proj.split(self.qkv_proj(x))
-        q = q.view(-1, self.num_heads, self.head_dim)
-        k = k.view(-1, self.num_kv_heads, self.head_dim)
-        q, k = self.rotary(positions, q, k)
-        return self.o_proj(self.attn(q, k, v.view(-1, self.num_kv_heads, self.head_dim), meta))
+    def forward(self, rope: Rope, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        qkv = self.qkv_proj(x)
+        heads, d = self.num_heads + self.num_kv_heads, self.head_dim
+        # q and k sit side by side in the merged output: rotate all their heads in one pass.
+        qk = apply_rotary(qkv[:, : heads * d].view(-1, heads, d), *rope)
+        q, k = qk.split([self.num_heads, self.num_kv_heads], dim=1)
+        v = qkv[:, heads * d :].view(-1, self.num_kv_heads, d)
+        return self.o_proj(self.attn(q, k, v, meta))
 
 
 class LlamaMLP(nn.Module):
@@ -48,16 +51,16 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         h, eps = cfg.spec.hidden_size, cfg.norm_eps
         self.input_layernorm = RMSNorm(h, eps)
-        self.self_attn = LlamaAttention(cfg, rotary)
+        self.self_attn = LlamaAttention(cfg)
         self.post_attention_layernorm = RMSNorm(h, eps)
         self.mlp = LlamaMLP(cfg)
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        x = x + self.self_attn(positions, self.input_layernorm(x), meta)
+    def forward(self, rope: Rope, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        x = x + self.self_attn(rope, self.input_layernorm(x), meta)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -75,10 +78,10 @@ class LlamaForCausalLM(nn.Module):
         super().__init__()
         s = cfg.spec
         self.config = cfg
-        rotary = RotaryEmbedding(s.head_dim, cfg.max_model_len, cfg.rope_theta, cfg.rope_scaling)
+        self.rotary = RotaryEmbedding(s.head_dim, cfg.max_model_len, cfg.rope_theta, cfg.rope_scaling)
         self.model = nn.Module()
         self.model.embed_tokens = Embedding(s.vocab_size, s.hidden_size)
-        self.model.layers = nn.ModuleList(LlamaDecoderLayer(cfg, rotary) for _ in range(s.num_layers))
+        self.model.layers = nn.ModuleList(LlamaDecoderLayer(cfg) for _ in range(s.num_layers))
         self.model.norm = RMSNorm(s.hidden_size, cfg.norm_eps)
         self.lm_head = LMHead(s.vocab_size, s.hidden_size)
         if s.tie_embeddings:
@@ -87,8 +90,9 @@ class LlamaForCausalLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         """Final hidden states of every token (logits come from `compute_logits` on the rows wanted)."""
         x = self.model.embed_tokens(input_ids)
+        rope = self.rotary.lookup(positions, x.dtype)
         for layer in self.model.layers:
-            x = layer(positions, x, meta)
+            x = layer(rope, x, meta)
         return self.model.norm(x)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
