@@ -22,7 +22,7 @@ STEPS = [
     ("Llama-2-70B on one 8xH100 node (HexGen-2's baseline)", "estimate --model llama-2-70b --gpus 8xh100"),
     ("HexGen's case: symmetric TP=8 overflows the 16 GiB A4000s",
      "estimate --model llama-2-70b --cluster hexgen-case --tp 8"),
-    ("... so the planner lays it out asymmetrically: stages of different TP degrees and layer counts",
+    ("... so the planner lays it out asymmetrically: each stage sized to its GPUs (layers, types, TP)",
      "plan --model llama-2-70b --cluster hexgen-case"),
     ("Colocated replicas over a whole heterogeneous cluster, written to a plan file",
      "plan --model llama-2-70b --cluster hetero-4 --out out/hetero-4-llama-2-70b.json"),
