@@ -86,6 +86,21 @@ def plan_from_fits(
         for r, f in zip(replicas, fits, strict=True)
     ]
     tokens = sum(f.perf.tokens_per_s for f in fits)
+    return assemble_plan(table, replicas, planner, objective, seed, tokens, total_rate)
+
+
+def assemble_plan(
+    table: CostTable,
+    replicas: list[Replica],
+    planner: str,
+    objective: str,
+    seed: int | None,
+    tokens_per_s: float,
+    requests_per_s: float,
+    **extra: object,
+) -> Plan:
+    """The plan file of these replicas: model and cluster fingerprints, workload, predictions, and any
+    extra fields (the disaggregated planner's routing and notes)."""
     price = sum(r.predicted.price_per_hour for r in replicas)
     return Plan(
         model=table.model.name,
@@ -97,5 +112,6 @@ def plan_from_fits(
         planner=planner,
         objective=objective,
         seed=seed,
-        predicted=PlanPrediction(tokens, total_rate, price, usd_per_million(price, tokens)),
+        predicted=PlanPrediction(tokens_per_s, requests_per_s, price, usd_per_million(price, tokens_per_s)),
+        **extra,
     )

@@ -8,19 +8,16 @@ share is the fraction of its prefill replica's requests, so a prefill replica's 
 from __future__ import annotations
 
 from hexserve.costmodel.latency import layer_ops, op_time, prefill_attention
-from hexserve.planner.build import stage_bottleneck, usd_per_million
+from hexserve.planner.build import assemble_plan, stage_bottleneck, usd_per_million
 from hexserve.planner.disagg_eval import Evaluation
 from hexserve.planner.phase import PhaseFit
 from hexserve.planner.plan import (
     Plan,
-    PlanPrediction,
     Replica,
     ReplicaPrediction,
     Route,
     Stage,
     StagePrediction,
-    cluster_fingerprint,
-    model_fingerprint,
 )
 from hexserve.planner.stagecost import CostTable
 from hexserve.planner.stagecost import Stage as Devices
@@ -106,18 +103,4 @@ def plan_from_evaluation(
         for (i, k), f in sorted(flow.edge_flow.items())
     )
     tokens = total * table.workload.output_len
-    price = sum(r.predicted.price_per_hour for r in replicas)
-    return Plan(
-        model=table.model.name,
-        model_fingerprint=model_fingerprint(table.model),
-        cluster=table.cluster.name,
-        cluster_fingerprint=cluster_fingerprint(table.cluster),
-        workload=table.workload,
-        replicas=tuple(replicas),
-        planner=planner,
-        objective="throughput",
-        seed=seed,
-        predicted=PlanPrediction(tokens, total, price, usd_per_million(price, tokens)),
-        routing=routing,
-        notes=notes,
-    )
+    return assemble_plan(table, replicas, planner, "throughput", seed, tokens, total, routing=routing, notes=notes)
