@@ -7,15 +7,7 @@ import yaml
 
 from hexserve.cli import main
 from hexserve.planner.plan import load_plan
-
-SMALL = {
-    "name": "small",
-    "nodes": [
-        {"name": "a", "gpus": [{"type": "A100-80GB", "count": 4}], "intra_link": {"kind": "nvlink3"}},
-        {"name": "b", "gpus": [{"type": "L40", "count": 4}], "intra_link": {"kind": "pcie4"}},
-    ],
-    "inter_node": {"default": {"kind": "ib-hdr"}},
-}
+from test_planner_disagg import SMALL  # the same two-node cluster as the planner tests
 
 
 @pytest.fixture(scope="module")
