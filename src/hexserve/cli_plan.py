@@ -107,7 +107,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `hexserve plan` to the CLI's subcommands."""
-    p = sub.add_parser("plan", help="plan replicas and asymmetric TP/PP layouts (HexGen), or explain a plan file")
+    p = sub.add_parser(
+        "plan", help="plan replicas with asymmetric TP/PP, colocated (HexGen) or disaggregated (HexGen-2)"
+    )
     p.add_argument("--cluster", help="a cluster YAML file or shipped name (hetero-1, hexgen-case, ...)")
     p.add_argument("--model", help="config.json, checkpoint folder, or a shipped name (llama-2-70b, ...)")
     p.add_argument("--prompt-len", type=positive_int, default=None, help="mean prompt tokens (default 512)")
