@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from checkpoints import FAMILIES, build, prompts, reference_greedy
-from hexserve.runtime import model_runner
+from hexserve.runtime import step
 from hexserve.runtime.config import load_config
 from hexserve.runtime.engine import LLM
-from hexserve.runtime.model_runner import decode_groups
 from hexserve.runtime.sampling import SamplingParams
+from hexserve.runtime.step import decode_groups
 
 torch.set_num_threads(2)  # the test machine has two cores; more threads only contend
 
@@ -35,7 +35,7 @@ def test_batch_matches_transformers(checkpoint):
     llm = LLM(str(folder), block_size=4)
     outs = llm.generate(ps, GREEDY)
     assert [o.token_ids for o in outs] == refs
-    assert llm.blocks.num_free == llm.blocks.num_blocks  # every block back on the free list
+    assert llm.stats().blocks_free == llm.stats().blocks_total  # every block back on the free list
 
 
 def test_one_by_one_matches_transformers(checkpoint):
@@ -63,8 +63,8 @@ def test_preemption_under_tiny_pool_gives_same_tokens(checkpoint):
     llm = LLM(str(folder), block_size=4, num_kv_blocks=16)
     outs = llm.generate(ps, GREEDY)
     assert [o.token_ids for o in outs] == refs
-    assert llm.scheduler.num_preemptions > 0
-    assert llm.blocks.num_free == 16
+    assert llm.stats().preemptions > 0
+    assert llm.stats().blocks_free == 16
 
 
 def test_chunked_prefill_gives_same_tokens(checkpoint):
@@ -77,7 +77,7 @@ def test_decode_groups_give_same_tokens(checkpoint, monkeypatch):
     # Free groups: every distinct context width attends in its own group, padded or not (mask None),
     # and the group boundaries move from step to step as sequences grow and finish.
     folder, _, ps, refs = checkpoint
-    monkeypatch.setattr(model_runner, "GROUP_COST_KEYS", 0)
+    monkeypatch.setattr(step, "GROUP_COST_KEYS", 0)
     llm = LLM(str(folder), block_size=4)
     assert [o.token_ids for o in llm.generate(ps, GREEDY)] == refs
 
@@ -85,7 +85,7 @@ def test_decode_groups_give_same_tokens(checkpoint, monkeypatch):
 def test_decode_groups_cut_by_length(monkeypatch):
     assert decode_groups([100, 90, 20, 18], 16) == [(0, 4)]  # padding 4 x 112 rows beats a second group
     assert decode_groups([2000, 60, 50, 40], 16) == [(0, 1), (1, 4)]
-    monkeypatch.setattr(model_runner, "GROUP_COST_KEYS", 0)
+    monkeypatch.setattr(step, "GROUP_COST_KEYS", 0)
     assert decode_groups([100, 90, 20, 18], 16) == [(0, 1), (1, 2), (2, 4)]
     assert decode_groups([], 16) == []
 

@@ -136,7 +136,7 @@ def test_bad_requests_fail_alone(llm):
     assert "context" in outs[1].error and outs[1].finish_reason == "error"
     assert "empty" in outs[2].error
     assert "token ids" in outs[3].error
-    assert llm.blocks.num_free == llm.blocks.num_blocks
+    assert llm.stats().blocks_free == llm.stats().blocks_total
 
 
 def test_long_request_stops_at_the_context(llm):

@@ -94,10 +94,10 @@ def client(base: str, key: str = "none") -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=60)
 
 
-def test_serve_plan_is_a_one_line_error(capsys):
-    assert main(["serve", "--plan", "plan.json"]) == 2
+def test_serve_missing_plan_is_a_one_line_error(capsys):
+    assert main(["serve", "--plan", "missing-plan.json"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "serving a plan needs the distributed runtime; use --model" in err and "\n" not in err
+    assert "plan: no file 'missing-plan.json'" in err and "\n" not in err
 
 
 @pytest.mark.slow

@@ -33,17 +33,18 @@ def test_abort_waiting_request_then_stop_fails_running_one(llm):
         running = loop.submit(llm.encode("Hello"), long)
         queued = loop.submit(llm.encode("Waiting"), long)  # max_num_seqs=1: it stays in the queue
         await asyncio.wait_for(running.get(), 30)
-        assert len(llm.scheduler.waiting) == 1
+        assert llm.stats().waiting == 1
         loop.abort(queued.request_id)
         for _ in range(100):
-            if not llm.scheduler.waiting:
+            if not llm.stats().waiting:
                 break
             await asyncio.sleep(0.05)
-        assert not llm.scheduler.waiting and loop.in_flight == 1
+        assert not llm.stats().waiting and loop.in_flight == 1
         await asyncio.to_thread(loop.stop)
         last = await final(running)
         assert last.finish_reason == "error" and last.error.status == 503
-        assert llm.blocks.num_free == llm.blocks.num_blocks and not llm.scheduler.has_work()
+        stats = llm.stats()
+        assert stats.blocks_free == stats.blocks_total and not llm.has_work()
         with pytest.raises(APIError) as refused:
             loop.submit([5, 6], long)
         assert refused.value.status == 503

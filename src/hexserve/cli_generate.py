@@ -1,4 +1,4 @@
-"""`hexserve generate`: run the single-process engine on one or more prompts and print the completions."""
+"""`hexserve generate`: run the engine (one process, or a plan's workers) on prompts and print the completions."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import argparse
 import json
 import time
 
-from hexserve.cli_args import positive_int
+from hexserve.cli_args import add_engine_args, engine_from_args, positive_int
 from hexserve.errors import SpecError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("generate", help="generate text with the built-in engine (one process, CPU or GPU)")
-    p.add_argument("--model", default="smollm2", help="a Hugging Face checkpoint folder, or smollm2 (the default)")
+    p = sub.add_parser("generate", help="generate text with the built-in engine (one process, or a plan's workers)")
+    add_engine_args(p)
     p.add_argument("--prompt", action="append", required=True, help="prompt text; repeat for a batch")
     p.add_argument("--max-tokens", type=positive_int, default=64)
     p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (the default)")
@@ -20,25 +20,22 @@ def register(sub) -> None:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--chat", action="store_true", help="wrap each prompt as a user message in the chat template")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
-    p.add_argument("--dtype", default="auto", help="auto (float32 on CPU, the checkpoint's on GPU), float16, ...")
     p.add_argument("--json", action="store_true", help="print one JSON object per prompt")
     p.set_defaults(run=run_generate)
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from hexserve.runtime.engine import LLM  # torch and transformers load only for this command
     from hexserve.runtime.sampling import SamplingParams
 
     params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
                             top_k=args.top_k, seed=args.seed)
-    llm = LLM(args.model, device=args.device, dtype=args.dtype)
-    start = time.perf_counter()
-    if args.chat:
-        outputs = llm.chat([[{"role": "user", "content": p}] for p in args.prompt], params)
-    else:
-        outputs = llm.generate(args.prompt, params)
-    seconds = time.perf_counter() - start
+    with engine_from_args(args) as llm:
+        start = time.perf_counter()
+        if args.chat:
+            outputs = llm.chat([[{"role": "user", "content": p}] for p in args.prompt], params)
+        else:
+            outputs = llm.generate(args.prompt, params)
+        seconds = time.perf_counter() - start
     for out in outputs:
         if out.error:
             raise SpecError(out.error)

@@ -1,41 +1,72 @@
-"""`LLM`: the single-process engine. Tokenize, queue, step the scheduler and the model until every
-request is done, detokenize (vLLM's offline API: `LLM(model).generate(prompts, SamplingParams(...))`)."""
+"""`LLM`: the engine's front. Tokenize, queue, route each request to a replica, step the replicas until
+every request is done, detokenize (vLLM's offline API: `LLM(model).generate(prompts, SamplingParams(...))`).
+
+Without a plan the model runs whole in this process. With a plan (`LLM(plan="plan.json")`) every replica's
+stages run on worker processes (`runtime.launch`), and this process is each replica's leader: it owns
+their schedulers and KV block tables and sends each step's metadata to the workers.
+"""
 
 from __future__ import annotations
 
 import itertools
+import multiprocessing.connection
 import random
 from collections.abc import Sequence as Seq
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from hexserve.errors import SpecError
-from hexserve.runtime.config import load_config
+from hexserve.runtime.config import ModelConfig, load_config
 from hexserve.runtime.device import kv_cache_budget, pick_device, pick_dtype
-from hexserve.runtime.kv_cache import BlockManager
 from hexserve.runtime.model_runner import ModelRunner
 from hexserve.runtime.outputs import RequestOutput
+from hexserve.runtime.replica import Completed, LocalExecutor, Replica
 from hexserve.runtime.sampling import SamplingParams
-from hexserve.runtime.scheduler import Batch, Scheduler
 from hexserve.runtime.sequence import Sequence
 from hexserve.runtime.tokenizer import load_tokenizer, resolve_checkpoint
 
 Prompt = str | list[int]
 Message = dict[str, str]
+ROUTERS = ("shares", "least-loaded")
+
+
+@dataclass
+class Request:
+    """What `add_request` returns: the request's id and prompt, and its sequence (None when refused)."""
+
+    request_id: int
+    prompt: str | None
+    prompt_token_ids: list[int]
+    seq: Sequence | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    waiting: int
+    running: int
+    blocks_total: int
+    blocks_free: int
+    preemptions: int
+    replicas_failed: int
 
 
 class LLM:
-    """A model loaded from a Hugging Face checkpoint folder (or "smollm2", the embedded default).
+    """A model loaded from a Hugging Face checkpoint folder (or "smollm2", the embedded default), run
+    whole in this process or, given a plan, across the plan's worker processes.
 
-    num_kv_blocks (or kv_cache_memory in bytes) sizes the paged cache; by default it takes 2 GiB on a
-    CPU and 80% of the free memory on a GPU, never more than max_num_seqs full contexts need.
+    num_kv_blocks (or kv_cache_memory in bytes, per device) sizes each replica's paged cache; by default
+    it takes 2 GiB on a CPU and 80% of the free memory on a GPU, never more than max_num_seqs full
+    contexts need. With a plan, `micro_batches` batches are in flight per replica (default: its number
+    of stages), `router` is "shares" (the plan's shares) or "least-loaded", and a worker that does not
+    finish a step within `step_timeout_s` fails its replica.
     """
 
     def __init__(
         self,
-        model: str = "smollm2",
+        model: str | None = None,
         *,
+        plan: str | Path | None = None,
         dtype: str = "auto",
         device: str | None = None,
         block_size: int = 16,
@@ -45,32 +76,66 @@ class LLM:
         num_kv_blocks: int | None = None,
         kv_cache_memory: int | None = None,
         seed: int | None = None,
+        micro_batches: int | None = None,
+        router: str = "shares",
+        step_timeout_s: float = 60.0,
     ):
-        folder = resolve_checkpoint(model)
+        if router not in ROUTERS:
+            raise SpecError(f"router: {router!r} is unknown; use one of {', '.join(ROUTERS)}")
+        self.plan = _load_plan(plan) if plan is not None else None
+        folder = resolve_checkpoint(model or (self.plan.model if self.plan else "smollm2"))
         self.config = load_config(folder)
-        self.device = pick_device(device)
-        self.dtype = pick_dtype(dtype, self.config.spec.dtype, self.device)
         self.tokenizer = load_tokenizer(folder)
-        self.runner = ModelRunner(self.config, self.device, self.dtype)
-        shape = self.runner.cache_shape(block_size)
+        self.router = router
         self.max_model_len = min(max_model_len or self.config.max_model_len, self.config.max_model_len)
-        if num_kv_blocks is None:
-            wanted = -(-max_num_seqs * self.max_model_len // block_size)
-            num_kv_blocks = min(shape.blocks_in(kv_cache_memory or kv_cache_budget(self.device)), wanted)
-        if num_kv_blocks < 1:
-            raise SpecError("kv cache: not one block fits; give more kv_cache_memory or fewer max_num_seqs")
-        # A lone sequence must always fit, so that the oldest request can always finish.
-        self.max_model_len = min(self.max_model_len, num_kv_blocks * block_size)
-        self.runner.allocate_cache(shape, num_kv_blocks)
-        self.blocks = BlockManager(num_kv_blocks, block_size)
-        budget = max_num_batched_tokens or max(2048, max_num_seqs)
-        self.scheduler = Scheduler(self.blocks, max_num_seqs, max(budget, max_num_seqs))
+        wanted = num_kv_blocks or -(-max_num_seqs * self.max_model_len // block_size)
+        budget = max(max_num_batched_tokens or max(2048, max_num_seqs), max_num_seqs)
+        self.runner: ModelRunner | None = None
+        if self.plan is None:
+            self.device = pick_device(device)
+            self.dtype = pick_dtype(dtype, self.config.spec.dtype, self.device)
+            self.runner = ModelRunner(self.config, self.device, self.dtype)
+            shape = self.runner.cache_shape(block_size)
+            blocks = num_kv_blocks or min(shape.blocks_in(kv_cache_memory or kv_cache_budget(self.device)), wanted)
+            _check_blocks(blocks, "this device")
+            self.runner.allocate_cache(shape, blocks)
+            self.replicas = [Replica(0, LocalExecutor(self.runner), blocks, block_size, max_num_seqs, budget)]
+        else:
+            from hexserve.runtime.launch import launch_plan  # torch.distributed only for plans
+
+            check_plan_model(self.plan, self.config)
+            launched = launch_plan(
+                self.plan, folder, dtype, block_size, wanted, kv_cache_memory, step_timeout_s, device
+            )
+            self.replicas = []
+            for i, (executor, blocks) in enumerate(launched):
+                depth = micro_batches or len(self.plan.replicas[i].stages)
+                _check_blocks(blocks // depth, f"replica {i}")
+                share = self.plan.replicas[i].share
+                self.replicas.append(Replica(i, executor, blocks, block_size, max_num_seqs, budget, depth, share))
+        # A lone sequence must always fit in its slot's blocks, so that the oldest request can always finish.
+        smallest = min(slot.blocks.num_blocks for r in self.replicas for slot in r.slots)
+        self.max_model_len = min(self.max_model_len, smallest * block_size)
         self.eos_token_ids = set(self.config.eos_token_ids)
         if not self.eos_token_ids and self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
             self.eos_token_ids.add(self.tokenizer.eos_token_id)
         self._ids = itertools.count()
         self._rng = random.Random(seed)
         self.num_steps = 0
+
+    def shutdown(self) -> None:
+        """Stop every worker process (a plan's); the LLM cannot run after it. Safe to call twice."""
+        for r in getattr(self, "replicas", []):
+            r.executor.shutdown()
+
+    def __enter__(self) -> LLM:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    def __del__(self) -> None:
+        self.shutdown()
 
     # ------------------------------------------------------------------------------ public API
 
@@ -87,9 +152,9 @@ class LLM:
                 f"generate: {len(prompts)} prompts but {len(all_params)} SamplingParams; give one, or one each"
             )
         pending = [self.add_request(p, sp) for p, sp in zip(prompts, all_params, strict=True)]
-        while self.scheduler.has_work():
+        while self.has_work():
             self.step()
-        return [self._output(*item) for item in pending]
+        return [self.output(request) for request in pending]
 
     def chat(
         self, messages: list[Message] | list[list[Message]], params: SamplingParams | None = None
@@ -110,7 +175,7 @@ class LLM:
 
     # ------------------------------------------------------------------------------ requests
 
-    def add_request(self, prompt: Prompt, params: SamplingParams) -> tuple:
+    def add_request(self, prompt: Prompt, params: SamplingParams) -> Request:
         """Queue one request; a bad one is answered at once with an error and never queued."""
         request_id = next(self._ids)
         text = prompt if isinstance(prompt, str) else None
@@ -118,19 +183,51 @@ class LLM:
             ids = self.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
             params.validate()
             self._check_prompt(ids)
+            replica = self._route()
         except SpecError as e:
             ids = [] if isinstance(prompt, str) else list(prompt)
-            return request_id, text, ids, None, str(e)
+            return Request(request_id, text, ids, None, str(e))
         seq = Sequence(
             seq_id=request_id,
             token_ids=list(ids),
             params=params,
             max_len=min(len(ids) + params.max_tokens, self.max_model_len),
             arrival=request_id,
-            generator=self._generator(params),
+            seed=self._seed(params),
         )
-        self.scheduler.add(seq)
-        return request_id, text, list(ids), seq, None
+        replica.add(seq)
+        seq.replica = replica.index
+        return Request(request_id, text, list(ids), seq)
+
+    def abort(self, request: Request) -> None:
+        """Drop an unfinished request and free its KV blocks; a no-op once it has finished."""
+        seq = request.seq
+        if seq is not None and not seq.is_finished:
+            self.replicas[seq.replica].finish(seq, "abort")
+
+    def has_work(self) -> bool:
+        return any(r.has_work() for r in self.replicas if not r.error)
+
+    def stats(self) -> EngineStats:
+        live = [r for r in self.replicas if not r.error]
+        return EngineStats(
+            waiting=sum(r.num_waiting for r in live),
+            running=sum(r.num_running for r in live),
+            blocks_total=sum(r.num_blocks for r in live),
+            blocks_free=sum(r.num_free_blocks for r in live),
+            preemptions=sum(r.num_preemptions for r in self.replicas),
+            replicas_failed=len(self.replicas) - len(live),
+        )
+
+    def _route(self) -> Replica:
+        """The live replica that takes the next request: the one furthest behind its plan share, or the
+        one with the fewest unfinished requests per share."""
+        live = [r for r in self.replicas if not r.error]
+        if not live:
+            raise SpecError(f"no replica is serving: {self.replicas[0].error}; restart with a working plan")
+        if self.router == "least-loaded":
+            return min(live, key=lambda r: (r.num_unfinished / max(r.share, 1e-9), r.index))
+        return min(live, key=lambda r: ((r.num_routed + 1) / max(r.share, 1e-9), r.index))
 
     def _check_prompt(self, ids: list[int]) -> None:
         if not ids:
@@ -143,30 +240,50 @@ class LLM:
         if min(ids) < 0 or max(ids) >= vocab:
             raise SpecError(f"prompt: token ids must lie in [0, {vocab}); got {min(ids)}..{max(ids)}")
 
-    def _generator(self, params: SamplingParams) -> torch.Generator | None:
+    def _seed(self, params: SamplingParams) -> int | None:
         if params.greedy:
             return None
-        seed = params.seed if params.seed is not None else self._rng.getrandbits(63)
-        return torch.Generator(device=self.device).manual_seed(seed)
+        return params.seed if params.seed is not None else self._rng.getrandbits(63)
 
     # ------------------------------------------------------------------------------ the loop
 
-    def step(self) -> Batch:
-        """Schedule, run the model once, append the sampled tokens, retire finished sequences."""
-        batch = self.scheduler.schedule()
-        assert batch.entries, "the scheduler found nothing to run with requests pending"
-        results = iter(self.runner.run(batch, self.blocks))
-        for e in batch.entries:
-            sampled = e.samples
-            e.seq.num_computed_tokens += e.num_tokens
-            if sampled:
-                token, logprob = next(results)
-                e.seq.append(token, logprob)
-                reason = self._stop_reason(e.seq, token)
-                if reason:
-                    self.scheduler.finish(e.seq, reason)
+    def step(self) -> list[Completed]:
+        """Send every replica's next batches, wait until at least one comes back (or a replica fails),
+        and apply what came back: append the sampled tokens, retire finished sequences."""
+        live = [r for r in self.replicas if not r.error]
+        for r in live:
+            r.launch()
+        waiting_on = [w for r in live if r.in_flight for w in r.executor.waitables()]
+        if waiting_on:
+            multiprocessing.connection.wait(waiting_on, timeout=1.0)
+        done: list[Completed] = []
+        for r in live:
+            completed = r.collect()
+            for c in completed:
+                self._apply(r, c)
+            done += completed
+            if r.error:
+                self._fail(r)
         self.num_steps += 1
-        return batch
+        return done
+
+    def _apply(self, replica: Replica, completed: Completed) -> None:
+        results = iter(completed.results)
+        for e in completed.batch.entries:
+            token_logprob = next(results) if e.samples else None
+            if e.seq.is_finished:  # aborted while its step was in flight
+                continue
+            e.seq.num_computed_tokens += e.num_tokens
+            if token_logprob is not None:
+                e.seq.append(*token_logprob)
+                reason = self._stop_reason(e.seq, token_logprob[0])
+                if reason:
+                    replica.finish(e.seq, reason)
+
+    def _fail(self, replica: Replica) -> None:
+        for seq in replica.fail():
+            seq.error = replica.error
+        replica.executor.shutdown()
 
     def _stop_reason(self, seq: Sequence, token: int) -> str | None:
         p = seq.params
@@ -177,7 +294,7 @@ class LLM:
         return "length" if len(seq) >= seq.max_len else None
 
     def _hit_stop_string(self, seq: Sequence) -> bool:
-        text = self._decode(seq.output_ids, seq.params)
+        text = self.decode(seq.output_ids, seq.params)
         # Only the end can hold a new match: look back by the longest stop string plus a token's text.
         tail = max(0, len(seq.text) - max(map(len, seq.params.stop)) - 8)
         seq.text = text
@@ -188,10 +305,14 @@ class LLM:
 
     # ------------------------------------------------------------------------------ results
 
-    def _output(self, request_id: int, text: str | None, ids: list[int], seq: Sequence | None, error: str | None):
-        out = RequestOutput(request_id, text, ids)
-        if seq is None:
-            out.finish_reason, out.error = "error", error
+    def output(self, request: Request) -> RequestOutput:
+        """The request's result so far (final once its sequence has finished)."""
+        seq = request.seq
+        out = RequestOutput(request.request_id, request.prompt, request.prompt_token_ids)
+        if seq is None or seq.finish_reason == "error":
+            out.finish_reason, out.error = "error", request.error or seq.error
+            if seq is not None:
+                out.token_ids = seq.output_ids
             return out
         out.token_ids, out.finish_reason = seq.output_ids, seq.finish_reason
         out.logprobs = seq.logprobs if seq.params.logprobs else None
@@ -201,10 +322,10 @@ class LLM:
         shown = seq.output_ids
         if seq.finish_reason == "stop":
             shown = shown[:-1]  # the stop token ends the text, it is not part of it
-        out.text = self._decode(shown, seq.params)
+        out.text = self.decode(shown, seq.params)
         return out
 
-    def _decode(self, ids: list[int], params: SamplingParams) -> str:
+    def decode(self, ids: list[int], params: SamplingParams) -> str:
         if self.tokenizer is None:
             return ""
         return self.tokenizer.decode(ids, skip_special_tokens=params.skip_special_tokens)
@@ -217,3 +338,37 @@ class LLM:
     @property
     def path(self) -> Path:
         return self.config.path
+
+
+def _load_plan(plan):
+    from hexserve.planner.plan import Plan, load_plan
+
+    return plan if isinstance(plan, Plan) else load_plan(plan)
+
+
+def check_plan_model(plan, config: ModelConfig) -> None:
+    """The plan's layout must fit the checkpoint: its layer ranges cover the model's layers once, in
+    order, and every TP degree divides the heads (or the KV heads divide it)."""
+    spec = config.spec
+    for i, replica in enumerate(plan.replicas):
+        where = f"plan.replicas[{i}]"
+        if replica.role != "colocated":
+            raise SpecError(f"{where}.role: {replica.role!r} replicas (disaggregated plans) do not run yet; "
+                            "re-plan with --mode colocated")
+        end = 0
+        for j, stage in enumerate(replica.stages):
+            if stage.layers[0] != end or stage.layers[1] <= stage.layers[0]:
+                raise SpecError(f"{where}.stages[{j}].layers: {list(stage.layers)} does not continue at layer {end}; "
+                                "re-plan for this model")
+            end = stage.layers[1]
+            if stage.tp not in spec.valid_tp_degrees(stage.tp) or stage.tp != len(stage.devices):
+                raise SpecError(f"{where}.stages[{j}].tp: {stage.tp} does not split {spec.num_heads} heads and "
+                                f"{spec.num_kv_heads} KV heads over {len(stage.devices)} devices; re-plan")
+        if end != spec.num_layers:
+            raise SpecError(f"{where}: its stages cover {end} layers but {config.path.name} has {spec.num_layers}; "
+                            f"the plan is for {plan.model!r}: give that model, or re-plan for this one")
+
+
+def _check_blocks(blocks: int, where: str) -> None:
+    if blocks < 1:
+        raise SpecError(f"kv cache: not one block fits on {where}; give more kv_cache_memory or fewer max_num_seqs")

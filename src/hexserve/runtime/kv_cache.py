@@ -15,9 +15,12 @@ from hexserve.runtime.sequence import Sequence
 
 
 class BlockManager:
-    def __init__(self, num_blocks: int, block_size: int):
+    """Blocks [first, first + num_blocks) of the cache: a replica with several micro-batches in flight
+    gives each its own range, so a block freed by one is never reused while another step may write it."""
+
+    def __init__(self, num_blocks: int, block_size: int, first: int = 0):
         self.num_blocks, self.block_size = num_blocks, block_size
-        self.free_blocks: deque[int] = deque(range(num_blocks))
+        self.free_blocks: deque[int] = deque(range(first, first + num_blocks))
 
     @property
     def num_free(self) -> int:

@@ -1,7 +1,8 @@
 """Read a Hugging Face checkpoint's safetensors (one file or sharded) into a model built from our layers.
 
 Tensors are opened with `safe_open` and handed to each parameter's `weight_loader` as lazy slices, so a
-tensor-parallel layer reads only the rows or columns it keeps.
+tensor-parallel layer reads only the rows or columns it keeps, and a pipeline stage skips the tensors
+of the other stages without reading them.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def checkpoint_files(folder: Path) -> list[Path]:
 
 def _target(model: nn.Module, name: str) -> tuple[str, str | None]:
     """Our parameter name and merged-part id for a checkpoint tensor name."""
+    aliases = getattr(model, "aliases", {})
+    if name in aliases:
+        return aliases[name], None
     for ckpt_name, (ours, part) in getattr(model, "packed_modules", {}).items():
         if f".{ckpt_name}." in name:
             return name.replace(f".{ckpt_name}.", f".{ours}."), part
@@ -56,13 +60,15 @@ def _tensors(files: list[Path]) -> Iterator[tuple[str, object]]:
 def load_weights(model: nn.Module, folder: str | Path) -> None:
     """Fill every parameter of `model` from the checkpoint in `folder`; missing tensors are an error."""
     params = dict(model.named_parameters())  # a tied LM head appears once, under the embedding's name
+    shard = getattr(model, "shard", None)
+    partial = shard is not None and not shard.is_whole  # a stage or TP rank: other tensors are not ours
     loaded: set[str] = set()
     for name, src in _tensors(checkpoint_files(Path(folder))):
         target, part = _target(model, name)
         param = params.get(target)
         if param is None:
-            if name.endswith(SKIPPED_SUFFIXES) or name.startswith("lm_head."):
-                continue  # a tied head saved anyway, or a buffer
+            if name.endswith(SKIPPED_SUFFIXES) or name.startswith("lm_head.") or partial:
+                continue  # a tied head saved anyway, a buffer, or another stage's tensor
             raise SpecError(f"model: checkpoint tensor {name!r} has no place in the model; check its config.json")
         loader = param.weight_loader
         try:

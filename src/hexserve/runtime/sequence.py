@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
-import torch
-
 from hexserve.runtime.sampling import SamplingParams
 
 
@@ -26,12 +24,14 @@ class Sequence:
     num_computed_tokens: int = 0  # tokens whose K/V are in the cache
     block_table: list[int] = field(default_factory=list)
     status: SequenceStatus = SequenceStatus.WAITING
-    finish_reason: str | None = None  # "stop" | "length"
+    finish_reason: str | None = None  # "stop" | "length" | "abort" | "error"
     logprobs: list[float] = field(default_factory=list)
     text: str = ""  # output text, kept only while stop strings are watched
     stopped_on_string: bool = False
-    generator: torch.Generator | None = None
+    seed: int | None = None  # starts the request's sampling stream where the last stage samples; None: greedy
     arrival: int = 0  # admission order; preemption picks the newest
+    replica: int = 0  # index of the replica that serves it
+    error: str | None = None  # why it ended with finish_reason "error" (its replica failed)
 
     def __post_init__(self) -> None:
         self.num_prompt_tokens = self.num_prompt_tokens or len(self.token_ids)

@@ -15,9 +15,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from hexserve.runtime.engine import LLM
+from hexserve.runtime.engine import LLM, Request
 from hexserve.runtime.sampling import SamplingParams
-from hexserve.runtime.sequence import Sequence, SequenceStatus
+from hexserve.runtime.sequence import Sequence
 from hexserve.server.errors import APIError
 from hexserve.server.metrics import Metrics
 
@@ -59,14 +59,14 @@ class Tracked:
     prompt: list[int]
     params: SamplingParams
     arrival: float = field(default_factory=time.perf_counter)
-    handle: tuple | None = None  # what LLM.add_request returned: (id, text, ids, seq, error)
+    handle: Request | None = None  # what LLM.add_request returned
     sent_text: str = ""
     sent_tokens: int = 0
     first_token_at: float | None = None
 
     @property
     def seq(self) -> Sequence | None:
-        return self.handle[3] if self.handle else None
+        return self.handle.seq if self.handle else None
 
 
 class EngineLoop:
@@ -79,7 +79,7 @@ class EngineLoop:
         self.lock = threading.Lock()
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="hexserve-engine", daemon=True)
-        metrics.blocks_total.set(llm.blocks.num_blocks)
+        metrics.blocks_total.set(llm.stats().blocks_total)
 
     # ------------------------------------------------------------------ handler side (event loop thread)
 
@@ -114,8 +114,8 @@ class EngineLoop:
 
     def _run(self) -> None:
         while not self.stopping:
-            self._take_commands(block=not self.llm.scheduler.has_work())
-            if self.stopping or not self.llm.scheduler.has_work():
+            self._take_commands(block=not self.llm.has_work())
+            if self.stopping or not self.llm.has_work():
                 continue
             try:
                 self.llm.step()
@@ -146,7 +146,7 @@ class EngineLoop:
 
     def _add(self, t: Tracked) -> None:
         t.handle = self.llm.add_request(t.prompt, t.params)
-        error = t.handle[4]
+        error = t.handle.error
         if error is not None:  # the handler checks first; this is the engine's own refusal
             self._answer(t, Delta("", len(t.prompt), 0, "error", APIError(400, error)))
             return
@@ -154,15 +154,9 @@ class EngineLoop:
         self.metrics.prompt_tokens.inc(len(t.prompt))
 
     def _drop(self, t: Tracked) -> None:
-        """Take an unfinished sequence out of the scheduler and free its blocks (the runtime has no abort)."""
-        seq, scheduler = t.seq, self.llm.scheduler
-        if seq is None or seq.is_finished:
-            return
-        if seq in scheduler.running:
-            scheduler.finish(seq, "abort")
-        else:
-            scheduler.waiting.remove(seq)
-            seq.status, seq.finish_reason = SequenceStatus.FINISHED, "abort"
+        """Take an unfinished request out of the engine and free its blocks."""
+        if t.handle is not None:
+            self.llm.abort(t.handle)
 
     def _publish(self) -> None:
         now = time.perf_counter()
@@ -177,9 +171,10 @@ class EngineLoop:
             self.metrics.generation_tokens.inc(max(new_tokens, 0))
             if seq.is_finished:
                 del self.tracked[rid]
-                text = self.llm._output(*t.handle).text
-                self._answer(t, Delta(text[len(t.sent_text):], len(t.prompt), seq.num_output_tokens,
-                                      seq.finish_reason))
+                out = self.llm.output(t.handle)
+                error = APIError(503, out.error) if out.error else None
+                self._answer(t, Delta(out.text[len(t.sent_text):], len(t.prompt), seq.num_output_tokens,
+                                      seq.finish_reason, error))
                 self._done(t, seq.finish_reason, now)
             else:
                 text = self._stable_text(seq)
@@ -192,7 +187,7 @@ class EngineLoop:
     def _stable_text(self, seq: Sequence) -> str:
         """The output text that can no longer change: an incomplete UTF-8 character at the end is held
         back, and so is any tail that could still become the start of a stop string (then cut off)."""
-        text = self.llm._decode(seq.output_ids, seq.params)
+        text = self.llm.decode(seq.output_ids, seq.params)
         text = text.rstrip("\ufffd")
         if seq.params.stop:
             text = text[: max(0, len(text) - max(map(len, seq.params.stop)) + 1)]
@@ -231,7 +226,7 @@ class EngineLoop:
         self._gauges()
 
     def _gauges(self) -> None:
-        scheduler, blocks = self.llm.scheduler, self.llm.blocks
-        self.metrics.waiting.set(len(scheduler.waiting))
-        self.metrics.running.set(len(scheduler.running))
-        self.metrics.blocks_used.set(blocks.num_blocks - blocks.num_free)
+        stats = self.llm.stats()
+        self.metrics.waiting.set(stats.waiting)
+        self.metrics.running.set(stats.running)
+        self.metrics.blocks_used.set(stats.blocks_total - stats.blocks_free)

@@ -210,6 +210,10 @@ def model_from_config(config: dict, name: str = "model", source: str = "config.j
     )
 
 
+# Names that mean a shipped config: "smollm2" is also the runtime's name for the embedded default model.
+SHORT_NAMES = {"smollm2": "smollm2-135m", "smollm2-135m-instruct": "smollm2-135m"}
+
+
 def resolve_model_path(path_or_name: str) -> Path:
     """A config.json path, a checkpoint folder, or a shipped short name such as "llama-2-70b"."""
     path = Path(path_or_name)
@@ -217,7 +221,8 @@ def resolve_model_path(path_or_name: str) -> Path:
         path = path / "config.json"
     if path.is_file():
         return path
-    shipped = examples_dir() / "models" / path_or_name.lower() / "config.json"
+    name = SHORT_NAMES.get(path_or_name.lower(), path_or_name.lower())
+    shipped = examples_dir() / "models" / name / "config.json"
     if shipped.is_file():
         return shipped
     known = ", ".join(example_names("models"))

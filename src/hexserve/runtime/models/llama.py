@@ -1,5 +1,6 @@
 """Llama 1/2/3, Mistral and Qwen2: pre-norm decoder layers of GQA attention with rotary positions and a
-gated SiLU MLP. Qwen2 adds q/k/v biases; embeddings may be tied to the LM head."""
+gated SiLU MLP. Qwen2 adds q/k/v biases; embeddings may be tied to the LM head. Built whole or as one
+worker's `Shard` (a stage's layers, a TP rank's heads and MLP columns)."""
 
 from __future__ import annotations
 
@@ -13,19 +14,24 @@ from hexserve.runtime.layers.embedding import Embedding, LMHead
 from hexserve.runtime.layers.linear import MergedLinear, RowLinear
 from hexserve.runtime.layers.norm import RMSNorm
 from hexserve.runtime.layers.rotary import RotaryEmbedding, apply_rotary
+from hexserve.runtime.models.stage import StageModel
+from hexserve.runtime.parallel import WHOLE, Shard
 
 Rope = tuple[torch.Tensor, torch.Tensor]  # cos, sin of each token's position, looked up once per step
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, shard: Shard = WHOLE):
         super().__init__()
         s = cfg.spec
-        self.num_heads, self.num_kv_heads, self.head_dim = s.num_heads, s.num_kv_heads, s.head_dim
+        kv_piece = shard.kv_piece(s.num_kv_heads)
+        self.num_heads, self.head_dim = shard.part(s.num_heads), s.head_dim
+        self.num_kv_heads = s.num_kv_heads // kv_piece[1]
         parts = {"q": s.q_dim, "k": s.kv_dim, "v": s.kv_dim}
-        self.qkv_proj = MergedLinear(s.hidden_size, parts, bias=s.qkv_bias)
-        self.o_proj = RowLinear(s.q_dim, s.hidden_size, bias=s.o_bias)
-        self.attn = PagedAttention(s.num_heads, s.num_kv_heads, s.head_dim)
+        pieces = {"k": kv_piece, "v": kv_piece}
+        self.qkv_proj = MergedLinear(s.hidden_size, parts, bias=s.qkv_bias, shard=shard, pieces=pieces)
+        self.o_proj = RowLinear(s.q_dim, s.hidden_size, bias=s.o_bias, shard=shard)
+        self.attn = PagedAttention(self.num_heads, self.num_kv_heads, s.head_dim)
 
     def forward(self, rope: Rope, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         qkv = self.qkv_proj(x)
@@ -38,12 +44,12 @@ class LlamaAttention(nn.Module):
 
 
 class LlamaMLP(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, shard: Shard = WHOLE):
         super().__init__()
         s = cfg.spec
         parts = {"gate": s.intermediate_size, "up": s.intermediate_size}
-        self.gate_up_proj = MergedLinear(s.hidden_size, parts, bias=s.mlp_bias)
-        self.down_proj = RowLinear(s.intermediate_size, s.hidden_size, bias=s.mlp_bias)
+        self.gate_up_proj = MergedLinear(s.hidden_size, parts, bias=s.mlp_bias, shard=shard)
+        self.down_proj = RowLinear(s.intermediate_size, s.hidden_size, bias=s.mlp_bias, shard=shard)
         self.act = activation(cfg.hidden_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,20 +57,20 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, shard: Shard = WHOLE):
         super().__init__()
         h, eps = cfg.spec.hidden_size, cfg.norm_eps
         self.input_layernorm = RMSNorm(h, eps)
-        self.self_attn = LlamaAttention(cfg)
+        self.self_attn = LlamaAttention(cfg, shard)
         self.post_attention_layernorm = RMSNorm(h, eps)
-        self.mlp = LlamaMLP(cfg)
+        self.mlp = LlamaMLP(cfg, shard)
 
     def forward(self, rope: Rope, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         x = x + self.self_attn(rope, self.input_layernorm(x), meta)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
-class LlamaForCausalLM(nn.Module):
+class LlamaForCausalLM(StageModel):
     # Checkpoint names that land in a merged layer: name -> (our name, part).
     packed_modules = {
         "q_proj": ("qkv_proj", "q"),
@@ -73,27 +79,29 @@ class LlamaForCausalLM(nn.Module):
         "gate_proj": ("gate_up_proj", "gate"),
         "up_proj": ("gate_up_proj", "up"),
     }
+    embedding_name = "model.embed_tokens.weight"
 
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
+    def __init__(self, cfg: ModelConfig, shard: Shard = WHOLE):
+        super().__init__(cfg, shard)
         s = cfg.spec
-        self.config = cfg
         self.rotary = RotaryEmbedding(s.head_dim, cfg.max_model_len, cfg.rope_theta, cfg.rope_scaling)
         self.model = nn.Module()
-        self.model.embed_tokens = Embedding(s.vocab_size, s.hidden_size)
-        self.model.layers = nn.ModuleList(LlamaDecoderLayer(cfg) for _ in range(s.num_layers))
-        self.model.norm = RMSNorm(s.hidden_size, cfg.norm_eps)
-        self.lm_head = LMHead(s.vocab_size, s.hidden_size)
-        if s.tie_embeddings:
-            self.lm_head.tie(self.model.embed_tokens)
+        if shard.is_first:
+            self.model.embed_tokens = Embedding(s.vocab_size, s.hidden_size, shard)
+        self.model.layers = self.build_layers(lambda: LlamaDecoderLayer(cfg, shard))
+        if shard.is_last:
+            self.model.norm = RMSNorm(s.hidden_size, cfg.norm_eps)
+            self.lm_head = LMHead(s.vocab_size, s.hidden_size, shard)
+            self.tie_head(getattr(self.model, "embed_tokens", None))
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        """Final hidden states of every token (logits come from `compute_logits` on the rows wanted)."""
-        x = self.model.embed_tokens(input_ids)
+    def embed(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.model.embed_tokens(input_ids)
+
+    def run_layers(self, x: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         rope = self.rotary.lookup(positions, x.dtype)
-        for layer in self.model.layers:
+        for layer in self.model.layers.values():
             x = layer(rope, x, meta)
-        return self.model.norm(x)
+        return x
 
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden)
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.norm(x)

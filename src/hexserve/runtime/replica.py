@@ -1,0 +1,171 @@
+"""One replica's control plane: its schedulers and KV blocks, and the executor that runs its steps.
+
+A replica keeps `micro_batches` batches in flight so that its pipeline stages work at once: each
+micro-batch slot has its own scheduler over its own range of KV blocks (vLLM's "virtual engines"), and
+a slot schedules its next batch only once its previous one has come back. The executor runs the steps
+in this process (`LocalExecutor`) or on the replica's workers (`launch.PipelineExecutor`).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from hexserve.runtime.kv_cache import BlockManager
+from hexserve.runtime.model_runner import ModelRunner
+from hexserve.runtime.scheduler import Batch, Scheduler
+from hexserve.runtime.sequence import Sequence, SequenceStatus
+from hexserve.runtime.step import StepInput, build_step
+
+Results = list[tuple[int, float]]  # (token, logprob) of each sampled row
+
+
+class Executor(Protocol):
+    error: str | None  # set once the executor has failed (a worker died or hung); it runs nothing more
+
+    def submit(self, step: StepInput) -> None: ...
+
+    def poll(self) -> list[tuple[int, Results]]: ...  # (step_id, results) of the steps done, in order
+
+    def waitables(self) -> list: ...  # what multiprocessing.connection.wait can block on; [] if never waits
+
+    def shutdown(self) -> None: ...
+
+
+class LocalExecutor:
+    """The whole model in this process: a step runs when it is submitted."""
+
+    def __init__(self, runner: ModelRunner):
+        self.runner, self.error = runner, None
+        self.done: deque[tuple[int, Results]] = deque()
+
+    def submit(self, step: StepInput) -> None:
+        self.done.append((step.step_id, self.runner.run(step)))
+
+    def poll(self) -> list[tuple[int, Results]]:
+        done, self.done = list(self.done), deque()
+        return done
+
+    def waitables(self) -> list:
+        return []
+
+    def shutdown(self) -> None:
+        pass
+
+
+@dataclass
+class Completed:
+    scheduler: Scheduler
+    batch: Batch
+    results: Results
+
+
+class Replica:
+    def __init__(
+        self,
+        index: int,
+        executor: Executor,
+        num_blocks: int,
+        block_size: int,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        micro_batches: int = 1,
+        share: float = 1.0,
+    ):
+        self.index, self.executor, self.share = index, executor, share
+        per_slot = num_blocks // micro_batches
+        seqs = max(1, max_num_seqs // micro_batches)
+        self.slots = [
+            Scheduler(BlockManager(per_slot, block_size, first=k * per_slot), seqs, max(max_num_batched_tokens, seqs))
+            for k in range(micro_batches)
+        ]
+        self.in_flight: dict[int, tuple[Scheduler, Batch]] = {}
+        self.owner: dict[int, Scheduler] = {}  # seq_id -> the slot that holds it
+        self.released: list[int] = []  # finished since the last step went out
+        self.error: str | None = None
+        self.num_routed = 0
+        self._step_ids = itertools.count()
+
+    # ------------------------------------------------------------------------------ requests
+
+    def add(self, seq: Sequence) -> None:
+        slot = min(self.slots, key=lambda s: len(s.waiting) + len(s.running))
+        slot.add(seq)
+        self.owner[seq.seq_id] = slot
+        self.num_routed += 1
+
+    @property
+    def num_unfinished(self) -> int:
+        return len(self.owner)
+
+    def has_work(self) -> bool:
+        return bool(self.in_flight) or any(s.has_work() for s in self.slots)
+
+    def finish(self, seq: Sequence, reason: str) -> None:
+        """End `seq` (stopped, done, aborted); a no-op when it has already ended."""
+        slot = self.owner.pop(seq.seq_id, None)
+        if slot is None:
+            return
+        if seq in slot.running:
+            slot.finish(seq, reason)
+        else:
+            slot.waiting.remove(seq)
+            seq.status, seq.finish_reason = SequenceStatus.FINISHED, reason
+        self.released.append(seq.seq_id)
+
+    # ------------------------------------------------------------------------------ steps
+
+    def launch(self) -> None:
+        """Send a batch from every idle slot that has work."""
+        busy = {id(s) for s, _ in self.in_flight.values()}
+        for slot in self.slots:
+            if self.error or id(slot) in busy or not slot.has_work():
+                continue
+            batch = slot.schedule()
+            if not batch.entries:
+                continue
+            step = build_step(next(self._step_ids), batch, slot.blocks, self.released)
+            self.released = []
+            self.in_flight[step.step_id] = (slot, batch)
+            self.executor.submit(step)
+
+    def collect(self) -> list[Completed]:
+        """The batches whose results came back; marks the replica failed if its executor did."""
+        done = [Completed(*self.in_flight.pop(step_id), results) for step_id, results in self.executor.poll()]
+        if self.executor.error and not self.error:
+            self.error = self.executor.error
+        return done
+
+    def fail(self) -> list[Sequence]:
+        """Every unfinished sequence of a failed replica, ended with finish_reason "error"."""
+        ended = []
+        for slot in self.slots:
+            for seq in list(slot.running) + list(slot.waiting):
+                self.finish(seq, "error")
+                ended.append(seq)
+        self.in_flight.clear()
+        return ended
+
+    # ------------------------------------------------------------------------------ state
+
+    @property
+    def num_blocks(self) -> int:
+        return sum(s.blocks.num_blocks for s in self.slots)
+
+    @property
+    def num_free_blocks(self) -> int:
+        return sum(s.blocks.num_free for s in self.slots)
+
+    @property
+    def num_waiting(self) -> int:
+        return sum(len(s.waiting) for s in self.slots)
+
+    @property
+    def num_running(self) -> int:
+        return sum(len(s.running) for s in self.slots)
+
+    @property
+    def num_preemptions(self) -> int:
+        return sum(s.num_preemptions for s in self.slots)
