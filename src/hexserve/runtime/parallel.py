@@ -8,6 +8,7 @@ through `all_reduce` over the stage's TP group.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -49,8 +50,13 @@ class Shard:
 
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
         if self.tp_size > 1:
+            start = time.perf_counter()
             dist.all_reduce(x, group=self.group)
+            COMM_SECONDS[0] += time.perf_counter() - start
         return x
 
 
 WHOLE = Shard()
+# Seconds this process spent in TP collectives (waiting for slower peers included): the workers report
+# per-step deltas, which benchmarks/pipeline.py splits from compute.
+COMM_SECONDS = [0.0]

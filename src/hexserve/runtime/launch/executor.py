@@ -51,6 +51,8 @@ class PipelineExecutor:
         self.error: str | None = None
         self.sent: dict[int, tuple[float, set[int]]] = {}  # step_id -> (sent at, ranks yet to answer)
         self.results: dict[int, Results] = {}
+        # Per worker rank: steps run and seconds (total, in TP collectives, in stage transfers) summed.
+        self.timings: dict[int, list[float]] = {w.spec.rank: [0, 0.0, 0.0, 0.0] for w in workers}
         self.closed = False
         self.keepalive: object = None  # the world's TCPStore, held by the first replica's executor
         for w in workers:
@@ -89,9 +91,13 @@ class PipelineExecutor:
                 if message[0] == "error":
                     self.error = f"replica {self.replica} failed: {message[1]}"
                     return
-                step_id = message[1]
+                step_id, seconds = message[1], message[-1]
                 if message[0] == "result":
                     self.results[step_id] = message[2]
+                timing = self.timings[w.spec.rank]
+                timing[0] += 1
+                for i, s in enumerate(seconds):
+                    timing[i + 1] += s
                 if step_id in self.sent:
                     self.sent[step_id][1].discard(w.spec.rank)
         except (EOFError, OSError):

@@ -10,6 +10,7 @@ is acknowledged, so that the leader can tell which worker stopped answering.
 from __future__ import annotations
 
 import pickle
+import time
 import traceback
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,7 +24,7 @@ from hexserve.runtime.device import kv_cache_budget, pick_dtype
 from hexserve.runtime.launch.topology import WorkerSpec
 from hexserve.runtime.launch.transfer import StageLink
 from hexserve.runtime.model_runner import ModelRunner
-from hexserve.runtime.parallel import Shard
+from hexserve.runtime.parallel import COMM_SECONDS, Shard
 
 
 @dataclass(frozen=True)
@@ -88,19 +89,26 @@ def _start(spec: WorkerSpec, device: torch.device, world: WorldSettings, conn) -
 
 
 def _serve(spec: WorkerSpec, runner: ModelRunner, link: StageLink, conn) -> None:
+    """Run steps until told to stop. Each answer carries the step's seconds: (total from the step's
+    arrival, in TP collectives, waiting for or sending to the neighbouring stages)."""
     hidden_size = runner.cfg.spec.hidden_size
     while True:
         kind, step = pickle.loads(conn.recv_bytes())
         if kind == "stop":
             link.flush()
             return
+        start, comm = time.perf_counter(), COMM_SECONDS[0]
         hidden = None
         if not spec.is_first:
             hidden = link.receive(step.num_tokens, hidden_size, runner.dtype, runner.device)
+        transfer = time.perf_counter() - start
         out = runner.forward(step, hidden)
-        if not spec.is_last:
+        results = None
+        if spec.is_last:
+            results = runner.sample(out, step)
+        else:
+            sent = time.perf_counter()
             link.send(out)
-            conn.send(("done", step.step_id))
-            continue
-        results = runner.sample(out, step)
-        conn.send(("result", step.step_id, results) if spec.samples else ("done", step.step_id))
+            transfer += time.perf_counter() - sent
+        seconds = (time.perf_counter() - start, COMM_SECONDS[0] - comm, transfer)
+        conn.send(("result", step.step_id, results, seconds) if spec.samples else ("done", step.step_id, seconds))

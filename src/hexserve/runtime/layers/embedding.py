@@ -7,13 +7,15 @@ computes its range's logits and gathers them on the stage's rank 0, which sample
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from hexserve.runtime.layers.linear import linear
-from hexserve.runtime.parallel import WHOLE, Shard
+from hexserve.runtime.parallel import COMM_SECONDS, WHOLE, Shard
 
 
 class Embedding(nn.Module):
@@ -51,5 +53,7 @@ class LMHead(Embedding):
             return logits
         rank0 = self.shard.tp_rank == 0
         pieces = [torch.empty_like(logits) for _ in range(self.shard.tp_size)] if rank0 else None
+        start = time.perf_counter()
         dist.gather(logits.contiguous(), pieces, dst=self.shard.leader, group=self.shard.group)
+        COMM_SECONDS[0] += time.perf_counter() - start
         return torch.cat(pieces, dim=-1)[:, : self.num_embeddings] if rank0 else None
