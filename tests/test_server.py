@@ -220,10 +220,34 @@ def test_bench_against_the_server(server, tmp_path, capsys):
     assert "Output token throughput" in capsys.readouterr().out
 
 
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
 @pytest.mark.slow
-def test_smollm2_answers_paris_through_openai():
-    with serve("--model", "smollm2") as (base, _):
+def test_smollm2_plan_of_four_workers_answers_paris_through_openai():
+    """The real model served by the asymmetric plan (TP-3 stage, then TP-1 stage: four worker
+    processes); a graceful stop ends every worker."""
+    with serve("--plan", "examples/plans/smollm2-asym.json", "--served-model-name", "smollm2") as (base, proc):
+        workers = children(proc.pid)
+        assert len(workers) >= 4
         answer = client(base).chat.completions.create(
             model="smollm2", messages=[{"role": "user", "content": "What is the capital of France?"}],
             max_tokens=24, temperature=0)
+        stream = client(base).completions.create(model="smollm2", prompt="1, 2, 3, 4,", max_tokens=8,
+                                                 temperature=0, stream=True)
+        streamed = "".join(chunk.choices[0].text for chunk in stream)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) in (0, -signal.SIGINT)
     assert "Paris" in answer.choices[0].message.content and answer.choices[0].finish_reason == "stop"
+    assert streamed.startswith(" 5, 6")
+    time.sleep(1)
+    assert not [w for w in workers if alive(w)]
+
+
+def alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"  # a zombie has exited
