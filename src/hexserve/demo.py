@@ -1,10 +1,19 @@
-"""`make demo`: the main job on shipped examples, one step after another, each shown with its command."""
+"""`make demo`: the main job on shipped examples, one step after another, each shown with its command:
+plan big models on heterogeneous clusters, then plan SmolLM2 on this machine's four CPU workers, serve
+that plan over HTTP, ask it with the official openai client, replay a short trace against it, stop it,
+and end with a simulated comparison for Llama-2-70B."""
 
 from __future__ import annotations
 
 import shlex
+import signal
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
+
+import httpx
 
 from hexserve.cli import main as hexserve
 from hexserve.costmodel.calibration import load_calibration
@@ -26,9 +35,11 @@ STEPS = [
      "plan --model llama-2-70b --cluster hexgen-case"),
     ("Colocated replicas over a whole heterogeneous cluster, written to a plan file",
      "plan --model llama-2-70b --cluster hetero-4 --out out/hetero-4-llama-2-70b.json"),
-    ("The embedded default model (SmolLM2-135M-Instruct) answers a chat request on this machine",
-     'generate --model smollm2 --chat --max-tokens 32 --prompt "What is the capital of France?"'),
+    ("This machine as a cluster: four CPU worker processes standing in for four devices; plan the embedded "
+     "SmolLM2-135M-Instruct on it", "plan --model smollm2 --cluster cpu-local --out out/cpu-local-smollm2.json"),
 ]
+LOCAL_PLAN = "out/cpu-local-smollm2.json"
+SERVER_START_S = 180
 
 
 COMPARE = ("h100x8", "hetero-5")  # the same price: $29.52/h and $29.44/h
@@ -58,6 +69,66 @@ def simulated_comparison() -> None:
     print("  (docs/evaluation.md: where these agree with the papers' claims and where not)")
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int) -> subprocess.Popen:
+    """`hexserve serve --plan` in its own process; returns once /health answers."""
+    command = ["serve", "--plan", LOCAL_PLAN, "--served-model-name", "smollm2", "--port", str(port)]
+    print(f"\n=== Serve that plan: one worker process per device, an OpenAI-compatible API\n"
+          f"$ hexserve {shlex.join(command)} &", flush=True)
+    proc = subprocess.Popen([sys.executable, "-m", "hexserve.cli", *command], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + SERVER_START_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited: {proc.stdout.read().strip()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                print(f"  {proc.stdout.readline().strip()}", flush=True)
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError(f"the server did not answer /health within {SERVER_START_S} s")
+
+
+def ask_with_openai(base: str) -> None:
+    import openai
+
+    question = "What is the capital of France?"
+    print(f"\n=== The official openai client asks: {question}", flush=True)
+    print(f'  openai.OpenAI(base_url="{base}/v1").chat.completions.create(model="smollm2", ...)')
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0, timeout=120)
+    answer = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": question}],
+                                            max_tokens=32, temperature=0)
+    print(f"  {answer.choices[0].message.content}", flush=True)
+
+
+def serve_story() -> int:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = start_server(port)
+    try:
+        ask_with_openai(base)
+        bench = (f"bench --endpoint {base} --model smollm2 --workload azure-conv --rate 2 --num-requests 12 "
+                 "--scale 0.1 --max-model-len 2048 --no-progress")
+        print(f"\n=== A short replay of the Azure conversation trace against the server (lengths x0.1)\n"
+              f"$ hexserve {bench}", flush=True)
+        code = hexserve(shlex.split(bench))
+    finally:
+        print("\n=== Stop the server (its workers exit with it)", flush=True)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return code
+
+
 def main() -> int:
     Path("out").mkdir(exist_ok=True)
     for title, command in STEPS:
@@ -65,6 +136,9 @@ def main() -> int:
         code = hexserve(shlex.split(command))
         if code:
             return code
+    code = serve_story()
+    if code:
+        return code
     simulated_comparison()
     return 0
 
