@@ -1,7 +1,11 @@
 """The HTTP server under load: `hexserve bench` against `hexserve serve --model smollm2` at three request
-rates (throughput, TTFT, TPOT), and the cost of the HTTP layer against the `LLM` API on the same requests.
+rates (throughput, TTFT, TPOT), the same against servers of plans of several CPU worker processes, and
+the cost of the HTTP layer against the `LLM` API on the same requests.
 
     .venv/bin/python benchmarks/serving.py [--num-requests 16] [--scale 0.1] [--rates 0.5,1,inf] [--threads 1]
+                                           [--plans examples/plans/smollm2-asym.json,cpu-local]
+
+`cpu-local` in --plans means the planner's plan of SmolLM2 on examples/clusters/cpu-local.yaml, made here.
 
 Requests come from the Azure conversation trace (seed 0), lengths times --scale so they stay short on a
 CPU; every request generates exactly its output length (ignore_eos), greedy. The overhead run sends the
@@ -17,6 +21,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -39,9 +44,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, port: int, max_model_len: int, threads: int) -> subprocess.Popen:
+def start_server(engine: list[str], port: int, max_model_len: int, threads: int) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # torch's intra-op threads, as in this process
-    proc = subprocess.Popen([sys.executable, "-m", "hexserve.cli", "serve", "--model", model, "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "hexserve.cli", "serve", *engine, "--port", str(port),
                              "--max-model-len", str(max_model_len)], stdout=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
@@ -80,6 +85,24 @@ class LLMRun:
         return time.perf_counter() - start
 
 
+def bench_plan(name: str, args, rates: list[float]) -> list[dict]:
+    """The same rates against `hexserve serve --plan` (one worker process per device, one thread each)."""
+    path = name
+    if name == "cpu-local":
+        path = str(ROOT / "benchmarks/results/cpu-local-smollm2.json")
+        subprocess.run([sys.executable, "-m", "hexserve.cli", "plan", "--cluster", "cpu-local", "--model", "smollm2",
+                        "--out", path], check=True, stdout=subprocess.DEVNULL)
+    port = free_port()
+    proc = start_server(["--plan", path, "--served-model-name", args.model], port, args.max_model_len, 1)
+    url = completions_url(f"http://127.0.0.1:{port}")
+    try:
+        bench(url, args.model, argparse.Namespace(**{**vars(args), "num_requests": 2}), float("inf"))  # warm up
+        return [bench(url, args.model, args, rate) for rate in rates]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2")
@@ -90,6 +113,8 @@ def main() -> None:
     ap.add_argument("--rates", default="0.5,1,inf")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3, help="rounds of the HTTP vs LLM API comparison")
+    ap.add_argument("--plans", default="examples/plans/smollm2-asym.json,cpu-local",
+                    help="plans to serve too (comma-separated paths; cpu-local: plan SmolLM2 on cpu-local here)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads of the server and of the LLM API run (1: least hurt by other jobs)")
     args = ap.parse_args()
@@ -97,7 +122,7 @@ def main() -> None:
 
     port = free_port()
     torch.set_num_threads(args.threads)
-    proc = start_server(args.model, port, args.max_model_len, args.threads)
+    proc = start_server(["--model", args.model], port, args.max_model_len, args.threads)
     url = completions_url(f"http://127.0.0.1:{port}")
     try:
         bench(url, args.model, argparse.Namespace(**{**vars(args), "num_requests": 2}), float("inf"))  # warm up
@@ -111,12 +136,15 @@ def main() -> None:
         proc.terminate()
         proc.wait(timeout=60)
 
-    print(f"{'rate req/s':>10} {'done':>5} {'req/s':>6} {'out tok/s':>9} {'TTFT mean':>10} {'TTFT p99':>9} "
-          f"{'TPOT mean':>10} {'TPOT p99':>9}  (ms)")
-    for r in runs:
-        print(f"{r['rate'] or 'inf'!s:>10} {r['completed']:>5} {r['request_throughput']:>6.2f} "
-              f"{r['output_throughput']:>9.1f} {r['ttft_ms']['mean']:>10.0f} {r['ttft_ms']['p99']:>9.0f} "
-              f"{r['tpot_ms']['mean']:>10.0f} {r['tpot_ms']['p99']:>9.0f}")
+    plan_runs = {name: bench_plan(name, args, rates) for name in filter(None, args.plans.split(","))}
+
+    print(f"{'server':>28} {'rate req/s':>10} {'done':>5} {'req/s':>6} {'out tok/s':>9} {'TTFT mean':>10} "
+          f"{'TTFT p99':>9} {'TPOT mean':>10} {'TPOT p99':>9}  (ms)")
+    for name, served in [(f"--model {args.model}", runs)] + [(f"--plan {n}", r) for n, r in plan_runs.items()]:
+        for r in served:
+            print(f"{name[-28:]:>28} {r['rate'] or 'inf'!s:>10} {r['completed']:>5} {r['request_throughput']:>6.2f} "
+                  f"{r['output_throughput']:>9.1f} {r['ttft_ms']['mean']:>10.0f} {r['ttft_ms']['p99']:>9.0f} "
+                  f"{r['tpot_ms']['mean']:>10.0f} {r['tpot_ms']['p99']:>9.0f}")
     overhead = {"http_seconds": http_s, "llm_api_seconds": llm_s, "ratio": min(http_s) / min(llm_s)}
     print(f"HTTP vs LLM API, same {args.num_requests} requests at once (best of {args.repeats}): "
           f"{min(http_s):.2f} s vs {min(llm_s):.2f} s = {overhead['ratio']:.3f}x")
@@ -126,7 +154,7 @@ def main() -> None:
         "seed": args.seed, "threads": args.threads,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "load_average": os.getloadavg()},
-        "runs": runs, "overhead": overhead,
+        "runs": runs, "plan_runs": plan_runs, "overhead": overhead,
         "command": "python benchmarks/serving.py " + " ".join(sys.argv[1:]),
     }, indent=2))
     print(f"wrote {OUT.relative_to(ROOT)}")
