@@ -39,22 +39,24 @@ def test_search_reaches_099_of_exhaustive_on_every_case(case):
 
 
 def test_mixed_type_cross_node_tp_group():
-    """Benchmark case 4: 3 A6000s cannot be one TP group of Llama-2-70B (3 does not divide 64 heads); the
-    optimum adds the lone A10 of another node to make TP=4, beside an A100 TP=2 stage."""
+    """Llama-2-13B on one A10 and one A5000 in two nodes: neither holds it alone. The optimum is TP=2 across
+    the two nodes and types, not a two-stage pipeline: one stage has no pipeline bubbles
+    (throughput.pipeline_efficiency), which outweighs the all-reduces over InfiniBand. (Benchmark case 4,
+    A10 + 2 A100 + 3 A6000, used to pair the A10 with the A6000s for TP=4 beside an A100 stage; with the
+    bubbles priced, the A100 pair alone is the better replica there.)"""
     cluster = parse_cluster(
         {
-            "name": "case-4",
+            "name": "a10-a5000",
             "nodes": [
                 {"name": "n0", "gpus": [{"type": "A10", "count": 1}], "intra_link": {"kind": "pcie4"}},
-                {"name": "n1", "gpus": [{"type": "A100-80GB", "count": 2}], "intra_link": {"kind": "nvlink3"}},
-                {"name": "n2", "gpus": [{"type": "A6000", "count": 3}], "intra_link": {"kind": "nvlink3"}},
+                {"name": "n1", "gpus": [{"type": "A5000", "count": 1}], "intra_link": {"kind": "pcie4"}},
             ],
             "inter_node": {"default": {"kind": "ib-hdr"}},
         }
     )
-    model, workload = load_model("llama-2-70b"), Workload(slo_tpot=0.1)
+    model, workload = load_model("llama-2-13b"), Workload(slo_tpot=0.1)
     found, best = _compare(cluster, model, workload)
     assert found == pytest.approx(best, rel=1e-9)
     fits = search_colocated(CostTable(model, cluster, load_calibration(), workload))
     mixed = [s for f in fits for s in f.stages if len({(d.node, d.type.name) for d in s}) > 1]
-    assert mixed and len(mixed[0]) == 4
+    assert mixed and {d.type.name for d in mixed[0]} == {"A10", "A5000"} and len({d.node for d in mixed[0]}) == 2

@@ -49,6 +49,18 @@ def test_arrival_transforms(azure):
         some.with_poisson_arrivals(0)
 
 
+def test_sampling_a_class_up_to_a_long_run():
+    lpld = load_workload("azure-conv:LPLD")
+    many = lpld.sample(8_000, seed=2, with_replacement=True, keep_order=False)
+    assert len(many.requests) == 8_000 > len(lpld.requests)
+    assert all(r.klass == "LPLD" and r.arrival_s == 0 for r in many.requests)
+    assert many == lpld.sample(8_000, seed=2, with_replacement=True, keep_order=False)
+    assert lpld.sample(8_000, seed=2) is lpld  # without replacement: all of them
+    shuffled = [r.prompt_len for r in lpld.sample(1_000, seed=2, keep_order=False).requests]
+    in_order = [r.prompt_len for r in lpld.sample(1_000, seed=2).requests]
+    assert shuffled != in_order and sorted(shuffled) == sorted(in_order)  # the same draw, in random order
+
+
 def test_user_csv_and_jsonl(tmp_path):
     csv_path = tmp_path / "mine.csv"
     csv_path.write_text("prompt_len,output_len,arrival_s\n100,20,5.0\n700,300,2.5\n")

@@ -32,7 +32,7 @@ STEPS = [
     ("HexGen's case: symmetric TP=8 overflows the 16 GiB A4000s",
      "estimate --model llama-2-70b --cluster hexgen-case --tp 8"),
     ("... so the planner lays it out asymmetrically: each stage sized to its GPUs (layers, types, TP)",
-     "plan --model llama-2-70b --cluster hexgen-case"),
+     "plan --model llama-2-70b --cluster hexgen-case --slo-tpot 0"),
     ("Colocated replicas over a whole heterogeneous cluster, written to a plan file",
      "plan --model llama-2-70b --cluster hetero-4 --out out/hetero-4-llama-2-70b.json"),
     ("This machine as a cluster: four CPU worker processes standing in for four devices; plan the embedded "

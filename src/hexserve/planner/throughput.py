@@ -2,14 +2,21 @@
 
 Steady state with continuous batching (docs/planner.md, "Throughput model"):
 
-- The replica keeps S micro-batches of b sequences in flight, one per stage, so no stage idles
-  (N = S * b sequences). Each request costs stage j, over its life, one prefill of its prompt and
-  `output_len - 1` decode steps shared with b - 1 others: busy_j = prefill_j + (output_len - 1) *
-  decode_j(b) / b. The busiest stage sets the rate: requests/s = 1 / max_j busy_j, and output tokens/s
-  = requests/s * output_len. Prefill interleaving is therefore paid in full on every stage.
+- The replica keeps S micro-batches (batch slots) of b sequences, one per stage (N = S * b sequences).
+  Each request costs stage j, over its life, one prefill of its prompt and `output_len - 1` decode steps
+  shared with b - 1 others: busy_j = prefill_j + (output_len - 1) * decode_j(b) / b. Were every step as
+  long as every other, the busiest stage would never idle and requests/s = 1 / max_j busy_j.
+- Steps are not equally long: a slot whose sequences finish prefills the next prompts (prefill first, no
+  chunking: vLLM's scheduler, and the simulator's), a step several times a decode step. A slot's next
+  step needs its previous one's tokens, so the S slots circle the pipeline in a fixed order and a long
+  step holds up the slots behind it at every stage (a convoy): a round of S steps lasts about
+  max(the busiest stage's work in the round, the longest step's pass through all stages), not the
+  busiest stage's work alone. `pipeline_efficiency` is the ratio of the two on average (1 for one
+  stage); requests/s = efficiency / max_j busy_j. The simulator measures the same losses as idle
+  stage time.
 - TPOT follows from Little's law: N sequences each advance one token per TPOT, so TPOT = N / (decode
-  tokens/s) = S * b * max_j busy_j / (output_len - 1), and never less than one decode pass through every
-  stage. Long prompts raise TPOT: that is the prefill-decode interference of colocation.
+  tokens/s) = S * b * max_j busy_j / (efficiency * (output_len - 1)), and never less than one decode pass
+  through every stage. Long prompts raise TPOT: that is the prefill-decode interference of colocation.
 - TTFT is one prompt's pass through every stage (no queueing: the planner quotes the unloaded value).
 - Memory: every rank holds its weights, workspace and the KV of its layers for all N sequences at their
   full length (prompt + output), so no admitted sequence is ever preempted.
@@ -19,8 +26,11 @@ b is chosen from BATCH_GRID: the largest throughput whose TPOT and TTFT meet the
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass, replace
 
+from hexserve.costmodel.memory import MAX_BATCH_TOKENS
 from hexserve.planner.split import minmax_split, minsum_split
 from hexserve.planner.stagecost import CostTable, Stage, StageCost
 
@@ -72,6 +82,73 @@ def layer_caps(table: CostTable, stages: tuple[Stage, ...], batch: int) -> list[
     return [table.layer_cap(s, j == 0, j == last, kv_tokens) for j, s in enumerate(stages)]
 
 
+def prefill_step_sizes(prompt_len: int, output_len: int, batch: int) -> dict[int, float]:
+    """Prompts per prefill step of a slot in steady state -> expected number of such steps per refill.
+    A slot refills after a decode step in which some of its b sequences finished: Poisson with mean
+    b / (output_len - 1), given at least one; the refill admits them in steps of at most the engine's token
+    budget (one longer prompt goes alone)."""
+    mean = batch / max(output_len - 1, 1)
+    most = max(1, min(MAX_BATCH_TOKENS // prompt_len, batch))
+    top = min(batch, int(mean + 6 * math.sqrt(mean) + 6))
+    steps: dict[int, float] = {}
+    for n in range(1, top + 1):
+        chance = math.exp(n * math.log(mean) - mean - math.lgamma(n + 1)) / -math.expm1(-mean)
+        full, rest = divmod(n, most)
+        if full:
+            steps[most] = steps.get(most, 0.0) + chance * full
+        if rest:
+            steps[rest] = steps.get(rest, 0.0) + chance
+    return steps
+
+
+def _expected_max(sizes: dict[int, float], draws: int) -> float:
+    """Mean of the largest of `draws` independent step sizes distributed as `sizes` (weights)."""
+    total, below, result = sum(sizes.values()), 0.0, 0.0
+    for n in sorted(sizes):
+        was = (below / total) ** draws
+        below += sizes[n]
+        result += n * ((below / total) ** draws - was)
+    return result
+
+
+@functools.cache
+def _round_mix(prompt_len: int, output_len: int, batch: int, stages: int) -> tuple[float, float, tuple, tuple]:
+    """Of one round of `stages` slot steps: the mean prompts per prefill step k, the chance q that a step
+    is a prefill, and for m = 0..S prefill steps in the round its chance and the mean largest of them."""
+    sizes = prefill_step_sizes(prompt_len, output_len, batch)
+    k = sum(n * w for n, w in sizes.items()) / sum(sizes.values())
+    prefill_steps, decode_steps = 1.0 / k, (output_len - 1) / batch
+    q = prefill_steps / (prefill_steps + decode_steps)
+    chances = tuple(math.comb(stages, m) * q**m * (1 - q) ** (stages - m) for m in range(stages + 1))
+    largest = tuple(_expected_max(sizes, m) if m else 0.0 for m in range(stages + 1))
+    return k, q, chances, largest
+
+
+def pipeline_efficiency(
+    prefill: tuple[float, ...], decode: tuple[float, ...], batch: int, prompt_len: int, output_len: int
+) -> float:
+    """Fraction of the time the busiest stage is busy when S slots of b sequences circle an S-stage pipeline
+    with prefill-first steps (module docstring). Each slot's step in a round is, independently, a prefill of
+    n prompts (stage j: n * prefill_j; n as in `prefill_step_sizes`, mean k) with probability q, else a
+    decode step (decode_j). A round with m prefill steps lasts the longer of its work on the busiest stage,
+    max_j m * k * prefill_j + (S - m) * decode_j, and its longest step's pass through all stages (the
+    largest of m prefill steps, or a decode pass); the efficiency is the busiest stage's mean work per
+    round over the mean round. Checked against the simulator (docs/simulator.md, "Planner agreement")."""
+    stages = len(prefill)
+    if stages == 1:
+        return 1.0
+    k, q, chances, largest = _round_mix(prompt_len, output_len, batch, stages)
+    pk = [k * p for p in prefill]
+    prefill_pass, decode_pass = sum(prefill), sum(decode)
+    mean_round = 0.0
+    for m in range(stages + 1):
+        station = max(m * a + (stages - m) * d for a, d in zip(pk, decode, strict=True))
+        convoy = max(largest[m] * prefill_pass, decode_pass if m < stages else 0.0)
+        mean_round += chances[m] * (station if station > convoy else convoy)
+    work = stages * max(q * a + (1 - q) * d for a, d in zip(pk, decode, strict=True))
+    return work / mean_round
+
+
 def perf_of(table: CostTable, costs: list[StageCost], layers: list[int], batch: int) -> ReplicaPerf:
     """Predictions of a layout whose layers are fixed (memory is checked by the caller)."""
     w = table.workload
@@ -80,8 +157,9 @@ def perf_of(table: CostTable, costs: list[StageCost], layers: list[int], batch: 
     decode = tuple(c.decode.at(n) for c, n in zip(costs, layers, strict=True))
     busy = tuple(p + steps * d / batch for p, d in zip(prefill, decode, strict=True))
     in_flight = len(costs) * batch
-    rate = 1.0 / max(busy)
-    tpot = max(in_flight * max(busy) / steps, sum(decode)) if steps else 0.0
+    cycle = max(busy) / pipeline_efficiency(prefill, decode, batch, w.prompt_len, w.output_len)
+    rate = 1.0 / cycle
+    tpot = max(in_flight * cycle / steps, sum(decode)) if steps else 0.0
     ttft = sum(prefill)
     latency = ttft + steps * tpot
     return ReplicaPerf(

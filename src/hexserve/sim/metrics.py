@@ -7,10 +7,15 @@
   TPOT_ref, for each SLO scale k; a rejected request never attains. The references are the plan's SLOs
   when it has them, else DEFAULT_SLO_TTFT / DEFAULT_SLO_TPOT (the planner's default TPOT target, and a
   TTFT a user of a chat service tolerates); the same references for every plan keep runs comparable.
-- Saturated throughput: output tokens per second up to the moment the last request got its first token
-  (until then every replica had work queued), each request's tokens interpolated between its first
-  token and its finish. A short run's makespan is dominated by its longest request draining alone;
-  this measure is not, so it is the one to compare plans by on a few hundred requests.
+- Saturated throughput: output tokens per second over the steady part of a run: from the first
+  completion (before it the sequences in flight are still building up: a decode replica fed at the rate
+  it serves fills over one request's lifetime) until the first moment some entry (colocated or prefill)
+  replica has prefilled every request routed to it, i.e. while every entry replica still had prompts
+  queued (offline runs: all requests at time 0); each request's tokens are interpolated between its first
+  token and its finish. When less than half of the run is left after the first completion, the window
+  starts at the first arrival. This is the plan's rate with every replica loaded, what the planners
+  predict; the makespan rate also counts the ramp and the drain (the longest requests finishing alone,
+  replicas given more than their share).
 - Goodput: completed requests meeting the SLOs at scale 1, per second of makespan.
 - $ per 1M output tokens: the plan's devices' price over the makespan, per output token.
 """
@@ -91,17 +96,30 @@ def attainment(r: SimResult, slo_ttft: float, slo_tpot: float, scales=SLO_SCALES
     return {k: float(np.sum((ttft <= k * slo_ttft) & (tpot <= k * slo_tpot)) / n) for k in scales}
 
 
-def saturated_tokens_per_s(r: SimResult) -> float:
+def saturated_window(r: SimResult) -> tuple[float, float]:
+    """(start, until) of the steady part of a run (module docstring); start >= until when there is none."""
     done = r.completed
-    first, finish, out = r.first_token[done], r.finish[done], r.output[done]
-    start = r.arrival.min()
-    until = first.max()
+    if not done.any():
+        return 0.0, 0.0
+    first, entry = r.first_token[done], r.replica[done]
+    until = float(min(first[entry == e].max() for e in np.unique(entry)))
+    arrival, settled = float(r.arrival.min()), float(r.finish[done].min())
+    return (settled if until - settled >= 0.5 * (until - arrival) else arrival), until
+
+
+def saturated_tokens_per_s(r: SimResult) -> float:
+    start, until = saturated_window(r)
     if not until > start:
         return float("nan")
-    span = np.maximum(finish - first, 1e-12)
-    progress = np.clip((until - first) / span, 0.0, 1.0)
-    tokens = np.where(first <= until, 1 + (out - 1) * progress, 0.0)
-    return float(tokens.sum() / (until - start))
+    done = r.completed
+    first, finish, out = r.first_token[done], r.finish[done], r.output[done]
+    return (tokens_by(until, first, finish, out) - tokens_by(start, first, finish, out)) / (until - start)
+
+
+def tokens_by(t: float, first: np.ndarray, finish: np.ndarray, out: np.ndarray) -> float:
+    """Output tokens emitted by time t, each request's spread evenly from its first token to its finish."""
+    progress = np.clip((t - first) / np.maximum(finish - first, 1e-12), 0.0, 1.0)
+    return float(np.where(first <= t, 1 + (out - 1) * progress, 0.0).sum())
 
 
 def summarize(r: SimResult, slo_ttft: float | None = None, slo_tpot: float | None = None) -> Summary:

@@ -67,7 +67,10 @@ class ReplicaSim:
         self.on_finished, self.on_prefilled = on_finished, on_prefilled
         self.pool = BlockPool(costs.kv_tokens() // BLOCK_TOKENS)
         self.watermark = int(self.pool.capacity * WATERMARK)
-        self.slots = [Slot() for _ in range(costs.num_stages)]
+        # Colocated and decode replicas: one batch slot per stage (a slot's next step needs its last one's
+        # tokens). A prefill replica has no such dependency and feeds its pipeline instead (`_feed`).
+        self.slots = [Slot() for _ in range(costs.num_stages)] if role != "prefill" else []
+        self.feed_at = -1.0  # prefill role: when a pending `_feed` event fires (-1: none pending)
         self.stage_free = [0.0] * costs.num_stages
         self.stage_busy = [0.0] * costs.num_stages
         self.waiting: deque[Seq] = deque()  # to prefill: new requests, or preempted ones to recompute
@@ -105,6 +108,9 @@ class ReplicaSim:
 
     def kick(self) -> None:
         """Start whatever can start: KV pulls, then a batch on every idle slot."""
+        if self.role == "prefill":
+            self._feed()
+            return
         if self.pulls:
             self._admit_pulls()
         for slot in self.slots:
@@ -133,6 +139,25 @@ class ReplicaSim:
             seq.first_token = self.loop.now
         min(self.slots, key=lambda s: len(s.running)).running.append(seq)
         self.kick()
+
+    def _feed(self) -> None:
+        """Prefill role: prompts do not depend on each other's output, so the next micro-batch enters the
+        first stage as soon as that stage is free (FCFS, within the token budget, the plan's micro-batch
+        and the free KV blocks, which hold each prompt's KV until it is sent). Stages downstream are FIFO
+        queues, so the busiest stage never waits for work while prompts are queued: HexGen-2's and
+        DistServe's prefill instances, and the planner's prefill model (b / max_j T_j)."""
+        now = self.loop.now
+        if not self.waiting or self.feed_at >= now:
+            return
+        if self.stage_free[0] > now:  # the first stage is busy: come back when it frees
+            self.feed_at = self.stage_free[0]
+            self.loop.at(self.feed_at, self._fed)
+        elif self._start_prefill(Slot()) and self.waiting:
+            self._feed()
+
+    def _fed(self) -> None:
+        self.feed_at = -1.0
+        self._feed()
 
     def _schedule(self, slot: Slot) -> None:
         if self._start_prefill(slot) or not slot.running or self.role == "prefill":

@@ -43,6 +43,7 @@ class SimResult:
     preemptions: np.ndarray
     rejected: np.ndarray  # bool
     replica: np.ndarray  # the replica that prefilled each request
+    decoder: np.ndarray  # disaggregated: the replica that decoded it (-1 when its entry replica did)
     finished_count: int  # completions and rejections counted by the simulator (once each, or a bug)
     occupancy_s: float  # integral over time of the requests in the system (Little's law check)
     events: int

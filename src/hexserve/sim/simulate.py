@@ -124,8 +124,8 @@ def _report(sim: Simulation, makespan: float) -> tuple[list[ReplicaReport], list
     span = max(makespan, 1e-12)
     replicas = [
         ReplicaReport(
-            r.index, r.role, len(r.slots), r.pool.capacity, r.pool.peak, r.stats.prefill_steps, r.stats.decode_steps,
-            r.stats.decode_batch_sum / max(r.stats.decode_steps, 1), r.stats.preemptions,
+            r.index, r.role, r.costs.num_stages, r.pool.capacity, r.pool.peak, r.stats.prefill_steps,
+            r.stats.decode_steps, r.stats.decode_batch_sum / max(r.stats.decode_steps, 1), r.stats.preemptions,
             tuple(b / span for b in r.stage_busy),
         )
         for r in sim.replicas
@@ -165,7 +165,8 @@ def simulate(
         arrival=col(lambda s: s.arrival), first_token=col(lambda s: s.first_token), finish=col(lambda s: s.finish),
         prompt=col(lambda s: s.prompt, int), output=col(lambda s: s.output, int),
         preemptions=col(lambda s: s.preemptions, int), rejected=col(lambda s: s.rejected, bool),
-        replica=col(lambda s: s.entry, int), finished_count=sim.done, occupancy_s=sim.occupancy,
+        replica=col(lambda s: s.entry, int), decoder=col(lambda s: s.decoder, int),
+        finished_count=sim.done, occupancy_s=sim.occupancy,
         events=sim.loop.processed,
         wall_s=time.perf_counter() - began,
         predicted_rps=plan.predicted.requests_per_s if plan.predicted else 0.0,

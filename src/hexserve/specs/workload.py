@@ -73,12 +73,20 @@ class Workload:
     def head(self, n: int) -> Workload:
         return Workload(self.name, self.requests[:n])
 
-    def sample(self, n: int, seed: int = 0) -> Workload:
-        """n requests drawn without replacement, kept in arrival order."""
-        if n >= len(self.requests):
+    def sample(self, n: int, seed: int = 0, with_replacement: bool = False, keep_order: bool = True) -> Workload:
+        """n requests drawn without replacement, kept in arrival order. With fewer than n requests: all of
+        them, or with `with_replacement`, n drawn with replacement (a class of the trace scaled up to a
+        long run). With `keep_order=False` they come in the order drawn, every arrival at 0 (give them
+        arrivals with `offline` or `with_poisson_arrivals`): lengths independent of time, where the
+        trace's drift over the day would otherwise show up in a long run as a trend."""
+        many = with_replacement and n > len(self.requests)
+        if n >= len(self.requests) and not many and keep_order:
             return self
-        picked = np.sort(np.random.default_rng(seed).choice(len(self.requests), size=n, replace=False))
-        return Workload(self.name, tuple(self.requests[i] for i in picked))
+        rng = np.random.default_rng(seed)
+        picked = rng.choice(len(self.requests), size=n if many else min(n, len(self.requests)), replace=many)
+        if keep_order:
+            return Workload(self.name, tuple(self.requests[i] for i in np.sort(picked)))
+        return Workload(self.name, tuple(replace(self.requests[i], arrival_s=0.0) for i in picked))
 
     def with_poisson_arrivals(self, rate: float, seed: int = 0) -> Workload:
         """The same requests arriving as a Poisson process of `rate` requests per second."""
