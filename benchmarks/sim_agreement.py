@@ -22,15 +22,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from paper_eval import plans  # the same two planners per cluster as the evaluation
 
 from hexserve.costmodel.calibration import load_calibration
-from hexserve.errors import SpecError
-from hexserve.planner.disagg_baselines import distserve
-from hexserve.planner.disagg_build import plan_from_evaluation
-from hexserve.planner.hexgen import plan_colocated
-from hexserve.planner.hexgen2 import plan_disaggregated
 from hexserve.planner.plan import Plan
-from hexserve.planner.stagecost import CostTable
 from hexserve.planner.workload import WORKLOAD_CLASSES, Workload
 from hexserve.sim.metrics import saturated_window, summarize, tokens_by
 from hexserve.sim.result import SimResult
@@ -40,25 +35,6 @@ from hexserve.specs.model import load_model
 from hexserve.specs.workload import load_workload
 
 RESULTS = Path(__file__).parent / "results" / "sim_agreement.json"
-
-
-def plans_for(model, cluster, workload, cal, budget: float) -> list[tuple[str, Plan]]:
-    out = []
-    try:
-        out.append(("hexgen", plan_colocated(model, cluster, workload, cal)))
-    except SpecError:
-        pass
-    try:
-        if cluster.name == "h100x8":
-            table = CostTable(model, cluster, cal, workload)
-            e = distserve(table)
-            if e is not None and e.value > 0:
-                out.append(("distserve", plan_from_evaluation(table, e, "distserve", 0)))
-        else:
-            out.append(("hexgen2", plan_disaggregated(model, cluster, workload, cal, 0, budget)))
-    except SpecError:
-        pass
-    return out
 
 
 def replica_rates(result: SimResult, plan: Plan) -> list[float]:
@@ -85,7 +61,7 @@ def run(model, cluster, klass, cal, requests: int, budget: float) -> list[dict]:
     trace = load_workload(f"azure-conv:{klass}")
     sample = trace.sample(requests, seed=0, with_replacement=True, keep_order=False).offline()
     rows = []
-    for label, plan in plans_for(model, cluster, w, cal, budget):
+    for label, plan in plans(model, cluster, w, cal, budget):
         result = simulate(plan, cluster, model, sample, cal, router="shares")
         s = summarize(result)
         sim_rates = replica_rates(result, plan)
