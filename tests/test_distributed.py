@@ -99,7 +99,7 @@ def test_llama_tp4_with_replicated_kv_heads_and_asymmetric_replica(llama):
     two ranks), and a TP-2 stage of layer 0 then a TP-1 stage of layer 1."""
     folder, model = llama
     plan = make_plan([([0, 1, 2, 3], (0, 2))], [([4, 5], (0, 1)), ([6], (1, 2))])
-    with LLM(str(folder), plan=plan, block_size=4, max_num_seqs=8) as llm:
+    with LLM(str(folder), dtype="float32", plan=plan, block_size=4, max_num_seqs=8) as llm:
         check_against_transformers(llm, model, prompts([5, 17, 9, 30, 3, 12]))
         assert [r.num_routed for r in llm.replicas] == [3, 3]  # equal shares: the batch is split evenly
 
@@ -109,7 +109,7 @@ def test_opt_pipeline_with_two_micro_batches(tmp_path):
     folder = tmp_path / "opt"
     model = build("opt", folder)
     plan = make_plan([([0, 1], (0, 1)), ([2], (1, 2))])
-    with LLM(str(folder), plan=plan, block_size=4, max_num_seqs=8, micro_batches=2) as llm:
+    with LLM(str(folder), dtype="float32", plan=plan, block_size=4, max_num_seqs=8, micro_batches=2) as llm:
         check_against_transformers(llm, model, prompts([6, 21, 11, 4, 15]))
         assert len(llm.replicas[0].slots) == 2
 
@@ -130,7 +130,7 @@ def test_smollm2_tp3_pp_and_asymmetric_replicas_match_transformers():
         [([3], (0, 20)), ([4], (20, 30))],
         [(tuple(d + 5 for d in s.devices), s.layers) for s in asym],
     )
-    with LLM("smollm2", plan=plan, max_num_seqs=8) as llm:
+    with LLM("smollm2", plan=plan, dtype="float32", max_num_seqs=8) as llm:
         batch = [llm.encode(t) for t in ("The capital of France is", "1, 2, 3, 4,", "def fibonacci(n):",
                                          "Once upon a time", "The weather today is", "Water boils at")]
         check_against_transformers(llm, model, batch)
@@ -144,7 +144,7 @@ def test_smollm2_tp3_pp_and_asymmetric_replicas_match_transformers():
 def test_dead_and_hung_workers_fail_only_their_replicas(llama):
     folder, model = llama
     plan = make_plan([([0], (0, 2))], [([1], (0, 1)), ([2], (1, 2))], [([3], (0, 2))])
-    llm = LLM(str(folder), plan=plan, block_size=4, max_num_seqs=8, step_timeout_s=4)
+    llm = LLM(str(folder), dtype="float32", plan=plan, block_size=4, max_num_seqs=8, step_timeout_s=4)
     processes = [w.process for r in llm.replicas for w in r.executor.workers]
     try:
         batch = prompts([5, 8, 6, 9, 7, 4])

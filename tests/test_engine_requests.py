@@ -28,7 +28,7 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def llm(folder):
-    return LLM(str(folder), block_size=4, max_model_len=64, seed=0)
+    return LLM(str(folder), dtype="float32", block_size=4, max_model_len=64, seed=0)
 
 
 class CharTokenizer:
@@ -107,7 +107,7 @@ def test_max_tokens_stop_token_and_logprobs(llm):
 
 
 def test_stop_strings_cut_the_text(folder):
-    llm = LLM(str(folder), max_model_len=64)
+    llm = LLM(str(folder), dtype="float32", max_model_len=64)
     llm.tokenizer = CharTokenizer()
     p = prompts([10], seed=5)[0]
     full = llm.generate(p, SamplingParams(temperature=0, max_tokens=9))[0]
@@ -117,7 +117,7 @@ def test_stop_strings_cut_the_text(folder):
 
 
 def test_ignore_eos_runs_to_max_tokens(folder):
-    llm = LLM(str(folder), max_model_len=64)
+    llm = LLM(str(folder), dtype="float32", max_model_len=64)
     p = prompts([6], seed=6)[0]
     first = llm.generate(p, SamplingParams(temperature=0, max_tokens=3))[0].token_ids[0]
     llm.eos_token_ids = {first}

@@ -6,20 +6,19 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from hexserve.errors import SpecError
+from hexserve.runtime.device import cache_root
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CHECKPOINT_NAME = "smollm2-135m-instruct"
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("HEXSERVE_CACHE") or Path.home() / ".cache" / "hexserve"
-    return Path(root) / CHECKPOINT_NAME
+    return cache_root() / CHECKPOINT_NAME
 
 
 def gguf_path() -> Path:

@@ -55,7 +55,7 @@ class StepInput:
         meta = AttentionMetadata(_long(self.slots, device), block_size=self.block_size)
         for start, end, blocks, lengths in self.decode_groups:
             mask = _padding_mask(lengths, len(blocks) // len(lengths) * self.block_size, device, dtype)
-            meta.decode_groups.append(DecodeGroup(start, end, _long(blocks, device), mask))
+            meta.decode_groups.append(DecodeGroup(start, end, _long(blocks, device), mask, _long(lengths, device)))
             meta.num_decodes = end
         for start, end, context_start, context in self.prefills:
             slots = _long(context, device) if context is not None else None

@@ -1,9 +1,11 @@
-"""Attention over the paged KV cache, through scaled_dot_product_attention (CPU and CUDA alike).
+"""Attention over the paged KV cache.
 
 A batch is one flat run of tokens: first the single-token steps of sequences whose earlier tokens are
 cached (decodes), then the spans of prompts being prefilled. Every token's key and value are written to
-its cache slot first; then decodes attend in a few groups of similar context length (so that padding to
-the longest stays small), each to its context's blocks gathered from the cache; each prefill span
+its cache slot first; then decodes attend in a few groups of similar context length, each to its
+context's blocks: on the CPU through a kernel that reads them in place (paged_attention_cpu.c), elsewhere
+gathered from the cache into a padded copy for scaled_dot_product_attention (grouping keeps the padding
+small); each prefill span
 attends causally to its own keys (or, when part of its prompt was computed in an earlier step, to its
 cached context under an explicit causal mask).
 """
@@ -15,6 +17,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from hexserve.runtime.layers import paged_attention_cpu
 
 
 @dataclass
@@ -34,6 +38,7 @@ class DecodeGroup:
     end: int
     blocks: torch.Tensor  # ((end - start) * width,) block ids, row by row; pads reuse block 0
     mask: torch.Tensor | None  # (end - start, 1, 1, width * block_size) 0 or -inf; None: no padding
+    lengths: torch.Tensor  # (end - start,) context length of each row
 
 
 @dataclass
@@ -69,6 +74,10 @@ class PagedAttention(nn.Module):
 
     def _decode(self, q: torch.Tensor, group: DecodeGroup, block_size: int) -> torch.Tensor:
         n, hkv, d = q.shape[0], self.num_kv_heads, self.head_dim
+        if paged_attention_cpu.available(self.k_cache):  # reads the blocks in place, no padded copy
+            blocks = group.blocks.view(n, -1)
+            return paged_attention_cpu.paged_decode_attention(q, self.k_cache, self.v_cache, blocks, group.lengths,
+                                                              block_size)
         # Whole blocks are gathered (one copy of block_size * kv_heads * head_dim values per index).
         keys = self.k_cache.view(-1, block_size, hkv, d).index_select(0, group.blocks)
         values = self.v_cache.view(-1, block_size, hkv, d).index_select(0, group.blocks)
