@@ -175,7 +175,7 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(), "requests": args.requests, "context": context,
         "trace_scale": round(scale, 4), "prompt_tokens": sum(p for p, _ in lengths), "output_tokens": out_tokens,
         "lengths": lengths, "throughput": rows, "decode_batch1": decode,
-        "engine_steps": llm.num_steps, "preemptions": llm.scheduler.num_preemptions,
+        "engine_steps": llm.num_steps, "preemptions": llm.stats().preemptions,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -15,16 +15,17 @@ from torch import nn
 
 from hexserve.runtime.parallel import WHOLE, Shard
 
-# Below this many rows a CPU matmul runs faster as W @ xᵀ than as x @ Wᵀ (measured on this machine's MKL,
-# SmolLM2 shapes, 2 threads: 2 rows 58 -> 16 ms, 32 rows 90 -> 68 ms for all layers; one row goes to a
+# Below this many rows a float32 CPU matmul runs faster as W @ xᵀ than as x @ Wᵀ (measured on this machine's
+# MKL, SmolLM2 shapes, 2 threads: 2 rows 58 -> 16 ms, 32 rows 90 -> 68 ms for all layers; one row goes to a
 # gemv that is 2.5x slower than a 2-row gemm, so it is padded to two). From 64 rows on x @ Wᵀ wins.
+# bfloat16 goes through oneDNN, where F.linear is as fast or faster at every size (docs/engine.md).
 SMALL_BATCH_ROWS = 64
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear, with decode-sized CPU batches computed as (W @ xᵀ)ᵀ (same result up to rounding)."""
+    """F.linear, with decode-sized float32 CPU batches computed as (W @ xᵀ)ᵀ (same result up to rounding)."""
     rows = x.shape[0] if x.dim() == 2 else SMALL_BATCH_ROWS
-    if rows >= SMALL_BATCH_ROWS or x.device.type != "cpu":
+    if rows >= SMALL_BATCH_ROWS or x.device.type != "cpu" or x.dtype != torch.float32:
         return F.linear(x, weight, bias)
     padded = torch.cat([x, x.new_zeros(1, x.shape[1])]) if rows == 1 else x
     y = torch.mm(weight, padded.t())[:, :rows].t().contiguous()
