@@ -26,7 +26,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="with --plan: follow the plan's replica shares, or send to the least loaded replica")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present; with --plan: "
                    "cpu or cuda for all workers)")
-    p.add_argument("--dtype", default="auto", help="auto (float32 on CPU, the checkpoint's on GPU), float16, ...")
+    p.add_argument("--dtype", default="auto",
+                   help="auto (CPU: the faster of bfloat16 and float32, timed; GPU: the checkpoint's), float32, ...")
 
 
 def engine_from_args(args: argparse.Namespace, **sizes):
