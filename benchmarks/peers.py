@@ -86,8 +86,10 @@ class Server:
 
     def env(self) -> dict[str, str]:
         env = {**os.environ, "OMP_NUM_THREADS": str(self.args.threads)}
-        if self.args.omp_wait_policy:  # all three servers use OpenMP threads
+        if self.args.omp_wait_policy:  # all three servers use OpenMP threads (libgomp)
             env["OMP_WAIT_POLICY"] = self.args.omp_wait_policy
+        if self.args.gomp_spincount:
+            env["GOMP_SPINCOUNT"] = self.args.gomp_spincount
         return env
 
     def extra(self, req: RequestInput) -> dict:
@@ -427,9 +429,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="cores each server may use")
     ap.add_argument("--llamacpp-threads", type=int,
                     help="llama.cpp's --n_threads (default --threads)")
-    ap.add_argument("--omp-wait-policy", default="PASSIVE",
-                    help="OMP_WAIT_POLICY of every server ('' leaves it unset): PASSIVE stops idle OpenMP threads "
-                         "spinning, which on a busy machine slows llama.cpp's 2 threads ~30x")
+    ap.add_argument("--omp-wait-policy", default="",
+                    help="OMP_WAIT_POLICY of every server ('' leaves it unset); PASSIVE: idle OpenMP threads sleep "
+                         "at once, which costs a wake-up per parallel region (hexserve's batch-1 decode step 31 -> "
+                         "45-55 ms)")
+    ap.add_argument("--gomp-spincount", default="10000",
+                    help="GOMP_SPINCOUNT of every server ('' leaves it unset): idle OpenMP threads spin this many "
+                         "times, then sleep. libgomp's default (300,000) slowed llama.cpp's 2 threads ~30x on a busy "
+                         "machine; 10,000 keeps back-to-back parallel regions fast without that")
     ap.add_argument("--single-prompt", type=int, default=256, help="prompt tokens of the lone request")
     ap.add_argument("--single-output", type=int, default=64, help="output tokens of the lone request")
     ap.add_argument("--single-repeats", type=int, default=3)
@@ -475,7 +482,8 @@ def main() -> None:
     args.out.write_text(json.dumps({
         "model": "SmolLM2-135M-Instruct", "workload": args.workload, "num_requests": len(inputs),
         "scale": args.scale, "max_output": args.max_output, "seed": args.seed, "rates": args.rates,
-        "threads": args.threads, "prompt_tokens": sum(r.prompt_len for r in inputs),
+        "threads": args.threads, "dtype": args.dtype, "omp_wait_policy": args.omp_wait_policy,
+        "gomp_spincount": args.gomp_spincount, "prompt_tokens": sum(r.prompt_len for r in inputs),
         "output_tokens": sum(r.output_len for r in inputs),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "load_average_end": os.getloadavg()},

@@ -27,11 +27,14 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn  # heavy imports only for this command
 
     from hexserve.server.app import create_app
+    from hexserve.server.engine_loop import engine_thread
 
-    llm = engine_from_args(args, max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
-                           num_kv_blocks=args.num_kv_blocks)
+    # Built on the thread that will step it: one thread does all the OpenMP work (engine_loop.py).
+    thread = engine_thread()
+    llm = thread.submit(engine_from_args, args, max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
+                        num_kv_blocks=args.num_kv_blocks).result()
     name = args.served_model_name or args.model or (llm.plan.model if llm.plan else "smollm2")
-    app = create_app(llm, name, api_key=args.api_key, max_queue=args.max_queue)
+    app = create_app(llm, name, api_key=args.api_key, max_queue=args.max_queue, thread=thread)
     layout = f"plan {args.plan}: {len(llm.replicas)} replicas, " if args.plan else ""
     print(f"hexserve serve: {name} on http://{args.host}:{args.port}/v1 "
           f"({layout}{llm.stats().blocks_total} KV blocks, context {llm.max_model_len})", flush=True)

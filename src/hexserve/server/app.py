@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
@@ -34,9 +35,13 @@ from hexserve.server.protocol import (
 from hexserve.server.respond import collect, stream_events
 
 
-def create_app(llm: LLM, served_model_name: str, api_key: str | None = None, max_queue: int = 256) -> FastAPI:
+def create_app(
+    llm: LLM, served_model_name: str, api_key: str | None = None, max_queue: int = 256,
+    thread: ThreadPoolExecutor | None = None,
+) -> FastAPI:
+    """`thread`: the engine_thread() that built `llm`, to step it on the same thread (engine_loop.py)."""
     metrics = Metrics()
-    engine = EngineLoop(llm, metrics, max_queue)
+    engine = EngineLoop(llm, metrics, max_queue, thread)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -53,7 +58,7 @@ def create_app(llm: LLM, served_model_name: str, api_key: str | None = None, max
 
     @app.get("/health")
     async def health() -> Response:
-        alive = engine.thread.is_alive() and not engine.stopping
+        alive = engine.is_alive() and not engine.stopping
         return Response(status_code=200 if alive else 503)
 
     @app.get("/metrics")

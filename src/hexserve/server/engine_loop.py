@@ -2,7 +2,12 @@
 steps, steps the engine while there is work (so requests from every client batch together), and
 pushes each request's new text onto that request's asyncio queue in the server's event loop.
 
-Only this thread touches the `LLM`; HTTP handlers talk to it through `submit` and `abort`.
+Only this thread touches the `LLM`; HTTP handlers talk to it through `submit` and `abort`. The thread is
+the one worker of a `ThreadPoolExecutor`, so `hexserve serve` can build the LLM on it first: then one
+thread does all the process's OpenMP work. A second thread that runs parallel regions (the one that
+loaded the model) gives libgomp more threads than cores, and libgomp then all but stops its idle threads
+spinning, so every parallel region of a step pays a wake-up (docs/server.md: 64 tokens took 2.2 s on the
+loading thread, 3.2 s on another).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from hexserve.runtime.engine import LLM, Request
@@ -69,8 +75,18 @@ class Tracked:
         return self.handle.seq if self.handle else None
 
 
+def engine_thread() -> ThreadPoolExecutor:
+    """The thread that will step the engine; `engine_thread().submit(LLM, ...)` builds the engine on it."""
+    return ThreadPoolExecutor(1, thread_name_prefix="hexserve-engine")
+
+
+def _log_crash(done: Future) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.error("the engine thread stopped", exc_info=done.exception())
+
+
 class EngineLoop:
-    def __init__(self, llm: LLM, metrics: Metrics, max_queue: int):
+    def __init__(self, llm: LLM, metrics: Metrics, max_queue: int, thread: ThreadPoolExecutor | None = None):
         self.llm, self.metrics, self.max_queue = llm, metrics, max_queue
         self.commands: queue.Queue = queue.Queue()
         self.tracked: dict[int, Tracked] = {}  # engine thread only
@@ -78,20 +94,27 @@ class EngineLoop:
         self.in_flight = 0  # accepted and not yet answered; guarded by `lock`
         self.lock = threading.Lock()
         self.stopping = False
-        self.thread = threading.Thread(target=self._run, name="hexserve-engine", daemon=True)
+        self.thread = thread or engine_thread()
+        self.running: Future | None = None
         metrics.blocks_total.set(llm.stats().blocks_total)
 
     # ------------------------------------------------------------------ handler side (event loop thread)
 
     def start(self) -> None:
-        self.thread.start()
+        self.running = self.thread.submit(self._run)
+        self.running.add_done_callback(_log_crash)
+
+    def is_alive(self) -> bool:
+        return self.running is not None and not self.running.done()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Fail every in-flight request (503) and end the thread once its current step is done."""
         with self.lock:
             self.stopping = True
         self.commands.put(("wake", None))
-        self.thread.join(timeout)
+        if self.running is not None:
+            wait([self.running], timeout)
+        self.thread.shutdown(wait=False)
 
     def submit(self, prompt: list[int], params: SamplingParams) -> RequestStream:
         with self.lock:
