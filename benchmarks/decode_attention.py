@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from hexserve.runtime.device import dtype_name
 from hexserve.runtime.layers.paged_attention_cpu import available, paged_decode_attention
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ def measure(cache: torch.Tensor, n: int, context: int, g: torch.Generator, repea
     gather = best_ms(lambda: [gather_sdpa(q, cache[0, i], cache[1, i], blocks, lengths) for i in range(LAYERS)],
                      repeats)
     kv_bytes = n * context * KV_HEADS * HEAD_DIM * 2 * cache.element_size() * LAYERS
-    return {"dtype": str(cache.dtype).removeprefix("torch."), "sequences": n, "context": context,
+    return {"dtype": dtype_name(cache.dtype), "sequences": n, "context": context,
             "kv_MB": round(kv_bytes / 1e6, 1), "kernel_ms": round(kernel, 2), "gather_sdpa_ms": round(gather, 2),
             "speedup": round(gather / kernel, 2), "kernel_GBps": round(kv_bytes / kernel / 1e6, 1),
             "max_abs_diff": error}

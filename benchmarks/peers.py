@@ -447,9 +447,9 @@ def main() -> None:
                     help="a src/ folder to run hexserve's server from (default: the installed package)")
     args = ap.parse_args()
     if args.dtype == "auto":
-        from hexserve.runtime.device import fastest_cpu_dtype
+        from hexserve.runtime.device import dtype_name, fastest_cpu_dtype
 
-        args.dtype = str(fastest_cpu_dtype()).removeprefix("torch.")
+        args.dtype = dtype_name(fastest_cpu_dtype())
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the running server is stopped too
     rates = [float(r) for r in args.rates.split(",")]
     names = [n.strip() for n in args.servers.split(",") if n.strip()]

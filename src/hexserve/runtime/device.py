@@ -43,7 +43,7 @@ def pick_dtype(name: str, checkpoint_dtype: str, device: torch.device) -> torch.
 @cache
 def fastest_cpu_dtype() -> torch.dtype:
     """bfloat16 where this CPU runs a layer-sized matrix product in it clearly faster than in float32, else
-    float32; timed once per process (~50 ms). Hosts differ: one measured here multiplies bf16 at 2.4x the
+    float32; timed once per process (~75 ms). Hosts differ: one measured here multiplies bf16 at 2.4x the
     float32 rate (avx512_bf16 through oneDNN), another at half of it (docs/engine.md)."""
 
     def seconds(dtype: torch.dtype) -> float:
@@ -58,6 +58,11 @@ def fastest_cpu_dtype() -> torch.dtype:
         return best
 
     return torch.bfloat16 if seconds(torch.bfloat16) < 0.8 * seconds(torch.float32) else torch.float32
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """'bfloat16' for torch.bfloat16: the spelling --dtype takes."""
+    return str(dtype).removeprefix("torch.")
 
 
 def kv_cache_budget(device: torch.device) -> int:

@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 from hexserve.errors import SpecError
 from hexserve.planner.plan import Plan
 from hexserve.runtime.config import load_config
-from hexserve.runtime.device import pick_dtype
+from hexserve.runtime.device import dtype_name, pick_dtype
 from hexserve.runtime.launch.executor import PipelineExecutor, WorkerHandle
 from hexserve.runtime.launch.topology import WorkerSpec, plan_groups, plan_workers
 from hexserve.runtime.launch.worker import WorldSettings, worker_main
@@ -56,7 +56,7 @@ def launch_plan(
     # One dtype for the whole plan, chosen here: stages exchange activations in it, and 'auto' on a CPU is
     # a timing that two workers could answer differently.
     checkpoint_dtype = load_config(folder).spec.dtype
-    dtype = str(pick_dtype(dtype, checkpoint_dtype, torch.device(devices[0]))).removeprefix("torch.")
+    dtype = dtype_name(pick_dtype(dtype, checkpoint_dtype, torch.device(devices[0])))
     store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False,
                           timeout=timedelta(seconds=START_TIMEOUT_S))
     world = WorldSettings(

@@ -5,9 +5,8 @@ cached (decodes), then the spans of prompts being prefilled. Every token's key a
 its cache slot first; then decodes attend in a few groups of similar context length, each to its
 context's blocks: on the CPU through a kernel that reads them in place (paged_attention_cpu.c), elsewhere
 gathered from the cache into a padded copy for scaled_dot_product_attention (grouping keeps the padding
-small); each prefill span
-attends causally to its own keys (or, when part of its prompt was computed in an earlier step, to its
-cached context under an explicit causal mask).
+small). Each prefill span attends causally to its own keys (or, when part of its prompt was computed in
+an earlier step, to its cached context under an explicit causal mask).
 """
 
 from __future__ import annotations

@@ -99,8 +99,8 @@ INLINE void attend_span(const vec *query, const void *k_cache, const void *v_cac
     for (int64_t t = t0; t < t1;) {
         // A tile: up to 16 tokens of one block, so that one head's scores fill one vector.
         const int64_t block = t / block_size, block_end = (block + 1) * block_size;
-        const int64_t count = (t1 < block_end ? t1 : block_end) - t < LANES ? (t1 < block_end ? t1 : block_end) - t
-                                                                                : LANES;
+        const int64_t stop = t1 < block_end ? t1 : block_end;
+        const int64_t count = stop - t < LANES ? stop - t : LANES;
         const int64_t first_slot = table[block] * block_size + t % block_size;
         vec scores[heads];  // lane i: token t + i
         for (int64_t r = 0; r < heads; r++) {
