@@ -28,10 +28,12 @@ async def final(stream):
 def test_abort_waiting_request_then_stop_fails_running_one(llm):
     async def scenario():
         loop = EngineLoop(llm, Metrics(), max_queue=4)
-        loop.start()
         long = SamplingParams(max_tokens=400, temperature=0, ignore_eos=True)
+        # Both submitted before the thread starts, so its first drain takes both: otherwise it could step
+        # the first before the second is queued, and `waiting` would still be 0 at the first token.
         running = loop.submit(llm.encode("Hello"), long)
         queued = loop.submit(llm.encode("Waiting"), long)  # max_num_seqs=1: it stays in the queue
+        loop.start()
         await asyncio.wait_for(running.get(), 30)
         assert llm.stats().waiting == 1
         loop.abort(queued.request_id)
