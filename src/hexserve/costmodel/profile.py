@@ -119,7 +119,9 @@ def measure(threads: int = 1, world: int = 2, quick: bool = False) -> Measured:
     on_gpu = torch.cuda.is_available()
     device = torch.device("cuda" if on_gpu else "cpu")
     torch.set_num_threads(threads)
-    dtype = torch.float16 if on_gpu else torch.float32  # the CPU runtime computes in fp32 (peers.md)
+    # fp32 on CPU, the dtype of the CPU device type's catalogue TFLOPS (docs/references.md); the engine may
+    # compute in bfloat16 on hosts where that is faster (docs/engine.md).
+    dtype = torch.float16 if on_gpu else torch.float32
     scale = 4 if quick else 1
     results = Measured(
         device=torch.cuda.get_device_name() if on_gpu else "cpu",

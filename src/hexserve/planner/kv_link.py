@@ -2,7 +2,7 @@
 
 Each request's prompt KV (prompt_len x kv_bytes_per_token) must reach the decode replica re-sharded:
 every decode rank receives exactly the (layer range x KV-head range) it owns, from the prefill ranks
-that own those layers and heads (shared/DESIGN.md, "Disaggregation"). The bytes of every (prefill
+that own those layers and heads (docs/planner-disaggregated.md). The bytes of every (prefill
 rank, decode rank) pair follow from the two layouts. Pairs transfer in parallel, each over its own
 link (`Cluster.link`: inter-node links are per device pair, i.e. a NIC per GPU with GPUDirect RDMA, as
 on DGX-class nodes); a device's own sends (and receives) share its link, so they are serialised. The

@@ -1,6 +1,6 @@
 """Phase-specific throughput of one pipeline of stages: a prefill-only or a decode-only replica.
 
-HexGen-2 gives each group one phase (research/hexgen.md §2.3), so each gets its own model:
+HexGen-2 gives each group one phase (ICLR 2025; docs/references.md), so each gets its own model:
 
 - Prefill: micro-batches of b prompts; S micro-batches in flight keep every stage busy, so requests/s =
   b / max_j T_j(b), where T_j is stage j's prefill of b prompts plus its send to the next stage (the

@@ -1,8 +1,8 @@
 """Catalogue of device types: memory, bandwidth, dense fp16 TFLOPS and a default price.
 
-Numbers are the vendors' published figures (shared/research/peers.md); prices are on-demand $/GPU-hour
-in the range public clouds charged in 2024-25, with H100 at $3.69 so that 8xH100 costs HexGen-2's
-$29.52/h. Every number can be overridden per node in a cluster file. Memory is in GiB: the "80 GB" of
+Numbers are the vendors' published figures (datasheets listed in docs/references.md); prices are
+on-demand $/GPU-hour in the range public clouds charged in 2024-25, with H100 at $3.69 so that 8xH100
+costs HexGen-2's $29.52/h. Every number can be overridden per node in a cluster file. Memory is in GiB: the "80 GB" of
 an H100 or A100 is 80 GiB of HBM as nvidia-smi reports it.
 """
 
@@ -59,7 +59,7 @@ GPU_TYPES: dict[str, DeviceType] = {
 
 # A CPU "device" (a process with its share of cores and host memory). Memory and bandwidth have no
 # sensible default and must come from the cluster file; 0.15 TFLOPS is one core of this project's
-# 2-core development machine running fp32 GEMMs (~0.3 TFLOPS on both cores, peers.md).
+# 2-core development machine running fp32 GEMMs (~0.3 TFLOPS on both cores: docs/references.md).
 CPU_TYPE = DeviceType("cpu", memory_gib=0.0, mem_bandwidth_gbps=0.0, tflops=0.15, price_per_hour=0.0, is_cpu=True)
 
 _ALIASES: dict[str, str] = {

@@ -24,7 +24,7 @@ class Link:
         return self.latency_us * 1e-6
 
 
-# Per-direction peak bandwidths and typical latencies (shared/research/peers.md). What a transfer
+# Per-direction peak bandwidths and typical latencies (sources: docs/references.md). What a transfer
 # achieves of the peak is an efficiency factor of the cost model's calibration, not of the link.
 LINK_KINDS: dict[str, Link] = {
     "nvlink4": Link(450, 3, "nvlink4"),

@@ -1,4 +1,4 @@
-"""The CPU decode-attention kernel (paged_attention_cpu.c): compiled once per machine with the system C
+"""The CPU decode-attention kernel (paged_attention_cpu.c): compiled once per CPU with the system C
 compiler, cached, loaded with ctypes.
 
 Why a kernel: in PyTorch a decode must first gather its context's blocks into a padded copy, then run
@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import subprocess
 import tempfile
 import warnings
@@ -77,12 +78,31 @@ def _library() -> ctypes.CDLL | None:
     return lib
 
 
+def _cpu_flags() -> str:
+    """The CPU's feature flags (/proc/cpuinfo's "flags" on x86 Linux, "Features" on ARM), else what
+    `platform` knows of the processor."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, sep, value = line.partition(":")
+            if sep and name.strip() in ("flags", "Features"):
+                return " ".join(sorted(value.split()))
+    except OSError:
+        pass
+    return f"{platform.processor()} {platform.machine()}"
+
+
+def _cache_key() -> str:
+    """Source, compiler flags and the CPU's feature flags: -march=native compiles for this CPU's instructions,
+    so a cache shared between hosts (a network home folder) must never hand one host a binary built for
+    another (an illegal instruction at the first decode)."""
+    parts = (SOURCE.read_bytes(), " ".join(FLAGS).encode(), platform.machine().encode(), _cpu_flags().encode())
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+
+
 def _build() -> Path:
-    """The compiled library, keyed by source and flags; written to a scratch name and renamed into place so
+    """The compiled library, keyed by `_cache_key`; written to a scratch name and renamed into place so
     worker processes compiling at once never load a half-written file."""
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + " ".join(FLAGS).encode() + os.uname().machine.encode()).hexdigest()[:16]
-    target = cache_root() / "kernels" / f"paged_attention_cpu-{key}.so"
+    target = cache_root() / "kernels" / f"paged_attention_cpu-{_cache_key()}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
