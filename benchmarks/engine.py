@@ -113,7 +113,7 @@ def main() -> None:
     ap.add_argument("--hf-batch", type=int, default=8, help="transformers padded batch size (0: skip that run)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default="auto", help="both engines compute in hexserve's choice for this (auto: "
-                    "the faster of bfloat16 and float32 on this CPU)")
+                    "float32 on a CPU; give bfloat16 on CPUs with avx512_bf16 or amx_bf16)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/engine.json"))
     args = ap.parse_args()

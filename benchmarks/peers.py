@@ -455,10 +455,12 @@ def main() -> None:
     ap.add_argument("--hexserve-src", type=Path,
                     help="a src/ folder to run hexserve's server from (default: the installed package)")
     args = ap.parse_args()
-    if args.dtype == "auto":
-        from hexserve.runtime.device import dtype_name, fastest_cpu_dtype
+    if args.dtype == "auto":  # vLLM's 'auto' would read the checkpoint's dtype: give both hexserve's choice
+        import torch
 
-        args.dtype = dtype_name(fastest_cpu_dtype())
+        from hexserve.runtime.device import dtype_name, pick_dtype
+
+        args.dtype = dtype_name(pick_dtype("auto", "float32", torch.device("cpu")))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the running server is stopped too
     rates = [float(r) for r in args.rates.split(",")]
     names = [n.strip() for n in args.servers.split(",") if n.strip()]

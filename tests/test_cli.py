@@ -89,4 +89,15 @@ def test_demo_runs(capsys, tmp_path, monkeypatch):
     assert (tmp_path / "out" / "hetero-4-llama-2-70b.json").is_file()
     out = capsys.readouterr().out
     assert "does not fit" in out and "replica 0 (colocated" in out and "Paris" in out
+    assert "identical: 'The capital of France is Paris.'" in out  # the served plan's answer, checked
     assert "hetero-5" in out and "output tok/s" in out
+
+
+def test_demo_fails_loudly_when_the_plan_answers_differently(monkeypatch, capsys):
+    import hexserve.demo as demo
+
+    monkeypatch.setattr(demo, "single_process_answer", lambda: "The capital of France is Paris.")
+    demo.verify("The capital of France is Paris.")
+    monkeypatch.setattr(demo, "run", lambda: demo.verify("L'Étoile, la Marseillaise"))
+    assert demo.main() == 1
+    assert "MISMATCH: the served plan answered \"L'Étoile, la Marseillaise\"" in capsys.readouterr().err

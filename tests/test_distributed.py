@@ -6,28 +6,40 @@ from __future__ import annotations
 
 import os
 import signal
+from dataclasses import replace
 
 import pytest
 import torch
 
 from checkpoints import build, prompts, reference_greedy
 from hexserve.errors import SpecError
-from hexserve.planner.plan import Plan, Replica, Stage, load_plan
+from hexserve.planner.plan import Plan, Replica, Stage, cluster_fingerprint, load_plan, model_fingerprint
 from hexserve.planner.workload import Workload
 from hexserve.runtime.config import load_config
-from hexserve.runtime.engine import LLM, check_plan_model
+from hexserve.runtime.engine import LLM
+from hexserve.runtime.launch.settings import check_plan
 from hexserve.runtime.launch.topology import plan_groups, plan_workers
 from hexserve.runtime.parallel import Shard
 from hexserve.runtime.sampling import SamplingParams
+from hexserve.runtime.tokenizer import resolve_checkpoint
+from hexserve.specs.cluster import parse_cluster
 
 torch.set_num_threads(2)
 GREEDY = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True, logprobs=True)
 
 
-def make_plan(*replicas: list[tuple[list[int], tuple[int, int]]]) -> Plan:
-    """A plan of replicas, each a list of stages (device ids, layer range); TP = number of devices."""
+# Ten CPU processes standing in for ten devices (as examples/clusters/cpu-local.yaml has four).
+CPUS = {"type": "cpu", "count": 10, "memory_gib": 4, "mem_bandwidth_gbps": 5.5, "tflops": 0.075}
+CLUSTER = parse_cluster({"name": "test-cpus", "nodes": [{"name": "localhost", "gpus": [CPUS]}]}, "test")
+
+
+def make_plan(folder, *replicas: list[tuple[list[int], tuple[int, int]]]) -> Plan:
+    """A plan for the checkpoint in `folder` on CLUSTER: replicas, each a list of stages (device ids, layer
+    range); TP = number of devices."""
+    spec = load_config(resolve_checkpoint(folder)).spec
     return Plan(
-        model="test", model_fingerprint="-", cluster="cpu-local", cluster_fingerprint="-", workload=Workload(),
+        model=spec.name, model_fingerprint=model_fingerprint(spec), cluster=CLUSTER.name,
+        cluster_fingerprint=cluster_fingerprint(CLUSTER), workload=Workload(),
         replicas=tuple(
             Replica("colocated", tuple(Stage(tuple(d), len(d), layers) for d, layers in stages), 1 / len(replicas))
             for stages in replicas
@@ -78,16 +90,28 @@ def llama(tmp_path_factory):
     return folder, build("llama", folder)
 
 
-def test_plan_that_does_not_fit_the_model_is_one_line_error(llama):
-    cfg = load_config(llama[0])
+def test_plan_is_validated_at_launch_as_the_planner_validates_it(llama):
+    folder = llama[0]
+    spec = load_config(folder).spec
+    other = load_config(resolve_checkpoint("smollm2")).spec
     cases = {
-        "does not continue at layer 1": make_plan([([0], (0, 1)), ([1], (2, 2))]),
-        "cover 1 layers but": make_plan([([0], (0, 1))]),
-        "does not split 4 heads": make_plan([([0, 1, 2], (0, 2))]),
+        r"\[2, 2\) should start at layer 1": make_plan(folder, [([0], (0, 1)), ([1], (2, 2))]),
+        "layers end at 1 but": make_plan(folder, [([0], (0, 1))]),
+        "TP 3 does not divide": make_plan(folder, [([0, 1, 2], (0, 2))]),
+        "device 10 does not exist": make_plan(folder, [([10], (0, 2))]),
+        "made for another config": make_plan("smollm2", [([0], (0, 30))]),
     }
     for message, plan in cases.items():
         with pytest.raises(SpecError, match=message):
-            check_plan_model(plan, cfg)
+            check_plan(plan, spec, CLUSTER)
+    with pytest.raises(SpecError, match="another cluster"):
+        nine = parse_cluster({"name": "nine", "nodes": [{"name": "n", "gpus": [{**CPUS, "count": 9}]}]}, "test")
+        check_plan(make_plan("smollm2", [([0], (0, 30))]), other, nine)
+    with pytest.raises(SpecError, match="give its cluster file with --cluster"):
+        check_plan(make_plan(folder, [([0], (0, 2))]), spec)  # "test-cpus" is no file and no shipped name
+    with pytest.raises(SpecError, match="do not run yet"):
+        check_plan(replace(make_plan(folder, [([0], (0, 2))]),
+                           replicas=(Replica("prefill", (Stage((0,), 1, (0, 2)),), 1.0),)), spec, CLUSTER)
 
 
 # ------------------------------------------------------------------------------ real workers
@@ -98,8 +122,8 @@ def test_llama_tp4_with_replicated_kv_heads_and_asymmetric_replica(llama):
     """Two replicas of different layouts serving one batch: TP 4 over 2 KV heads (each replicated on
     two ranks), and a TP-2 stage of layer 0 then a TP-1 stage of layer 1."""
     folder, model = llama
-    plan = make_plan([([0, 1, 2, 3], (0, 2))], [([4, 5], (0, 1)), ([6], (1, 2))])
-    with LLM(str(folder), dtype="float32", plan=plan, block_size=4, max_num_seqs=8) as llm:
+    plan = make_plan(folder, [([0, 1, 2, 3], (0, 2))], [([4, 5], (0, 1)), ([6], (1, 2))])
+    with LLM(str(folder), dtype="float32", plan=plan, cluster=CLUSTER, block_size=4, max_num_seqs=8) as llm:
         check_against_transformers(llm, model, prompts([5, 17, 9, 30, 3, 12]))
         assert [r.num_routed for r in llm.replicas] == [3, 3]  # equal shares: the batch is split evenly
 
@@ -108,8 +132,9 @@ def test_llama_tp4_with_replicated_kv_heads_and_asymmetric_replica(llama):
 def test_opt_pipeline_with_two_micro_batches(tmp_path):
     folder = tmp_path / "opt"
     model = build("opt", folder)
-    plan = make_plan([([0, 1], (0, 1)), ([2], (1, 2))])
-    with LLM(str(folder), dtype="float32", plan=plan, block_size=4, max_num_seqs=8, micro_batches=2) as llm:
+    plan = make_plan(folder, [([0, 1], (0, 1)), ([2], (1, 2))])
+    with LLM(str(folder), dtype="float32", plan=plan, cluster=CLUSTER, block_size=4, max_num_seqs=8,
+             micro_batches=2) as llm:
         check_against_transformers(llm, model, prompts([6, 21, 11, 4, 15]))
         assert len(llm.replicas[0].slots) == 2
 
@@ -126,11 +151,12 @@ def test_smollm2_tp3_pp_and_asymmetric_replicas_match_transformers():
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     asym = load_plan("examples/plans/smollm2-asym.json").replicas[0].stages
     plan = make_plan(
+        "smollm2",
         [([0, 1, 2], (0, 30))],
         [([3], (0, 20)), ([4], (20, 30))],
         [(tuple(d + 5 for d in s.devices), s.layers) for s in asym],
     )
-    with LLM("smollm2", plan=plan, dtype="float32", max_num_seqs=8) as llm:
+    with LLM("smollm2", plan=plan, cluster=CLUSTER, dtype="float32", max_num_seqs=8) as llm:
         batch = [llm.encode(t) for t in ("The capital of France is", "1, 2, 3, 4,", "def fibonacci(n):",
                                          "Once upon a time", "The weather today is", "Water boils at")]
         check_against_transformers(llm, model, batch)
@@ -143,8 +169,8 @@ def test_smollm2_tp3_pp_and_asymmetric_replicas_match_transformers():
 @pytest.mark.slow
 def test_dead_and_hung_workers_fail_only_their_replicas(llama):
     folder, model = llama
-    plan = make_plan([([0], (0, 2))], [([1], (0, 1)), ([2], (1, 2))], [([3], (0, 2))])
-    llm = LLM(str(folder), dtype="float32", plan=plan, block_size=4, max_num_seqs=8, step_timeout_s=4)
+    plan = make_plan(folder, [([0], (0, 2))], [([1], (0, 1)), ([2], (1, 2))], [([3], (0, 2))])
+    llm = LLM(str(folder), dtype="float32", plan=plan, cluster=CLUSTER, block_size=4, max_num_seqs=8, step_timeout_s=4)
     processes = [w.process for r in llm.replicas for w in r.executor.workers]
     try:
         batch = prompts([5, 8, 6, 9, 7, 4])

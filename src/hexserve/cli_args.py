@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from hexserve.errors import SpecError
+
 
 def positive_int(text: str) -> int:
     try:
@@ -26,15 +28,26 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="with --plan: follow the plan's replica shares, or send to the least loaded replica")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present; with --plan: "
                    "cpu or cuda for all workers)")
+    p.add_argument("--cluster", default=None,
+                   help="with --plan: the plan's cluster, a YAML file or shipped name (default: the one it names)")
     p.add_argument("--dtype", default="auto",
-                   help="auto (CPU: the faster of bfloat16 and float32, timed; GPU: the checkpoint's), float32, ...")
+                   help="auto (CPU: float32 on every CPU; GPU: the checkpoint's, bfloat16 for float32 ones), "
+                        "float32, bfloat16 (faster on CPUs with avx512_bf16 or amx_bf16), float16")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch threads of this process (default: the cores it may use; with --plan: 1, as each "
+                        "worker process takes one)")
 
 
 def engine_from_args(args: argparse.Namespace, **sizes):
     """The LLM that --model / --plan and the other engine options describe."""
-    from hexserve.runtime.engine import LLM  # torch and transformers load only for commands that run a model
+    from hexserve.runtime.device import available_cores  # torch loads only for commands that run a model
+    from hexserve.runtime.engine import LLM
 
     options = dict(dtype=args.dtype, micro_batches=args.micro_batches, router=args.router, **sizes)
     if args.plan:
-        return LLM(args.model, plan=args.plan, device=args.device, **options)
-    return LLM(args.model or "smollm2", device=args.device, **options)
+        # The leader only schedules: one thread, so that it never competes with the workers for a core.
+        return LLM(args.model, plan=args.plan, cluster=args.cluster, device=args.device, threads=args.threads or 1,
+                   **options)
+    if args.cluster:
+        raise SpecError("--cluster: it names a plan's cluster; give --plan too, or leave --cluster out")
+    return LLM(args.model or "smollm2", device=args.device, threads=args.threads or available_cores(), **options)

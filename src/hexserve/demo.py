@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,6 +41,7 @@ STEPS = [
 ]
 LOCAL_PLAN = "out/cpu-local-smollm2.json"
 SERVER_START_S = 180
+QUESTION, ANSWER_TOKENS = "What is the capital of France?", 32
 
 
 COMPARE = ("h100x8", "hetero-5")  # the same price: $29.52/h and $29.44/h
@@ -75,6 +77,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def relay(proc: subprocess.Popen) -> None:
+    """Show what the server prints (its device substitutions, its address) as it prints it."""
+    for line in proc.stdout:
+        print(f"  [server] {line.rstrip()}", flush=True)
+
+
 def start_server(port: int) -> subprocess.Popen:
     """`hexserve serve --plan` in its own process; returns once /health answers."""
     command = ["serve", "--plan", LOCAL_PLAN, "--served-model-name", "smollm2", "--port", str(port)]
@@ -82,30 +90,55 @@ def start_server(port: int) -> subprocess.Popen:
           f"$ hexserve {shlex.join(command)} &", flush=True)
     proc = subprocess.Popen([sys.executable, "-m", "hexserve.cli", *command], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    threading.Thread(target=relay, args=(proc,), daemon=True).start()
     deadline = time.monotonic() + SERVER_START_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the server exited: {proc.stdout.read().strip()}")
+            raise DemoError(f"the server exited with code {proc.returncode} (its output is above)")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                print(f"  {proc.stdout.readline().strip()}", flush=True)
                 return proc
         except httpx.HTTPError:
             time.sleep(0.5)
     proc.kill()
-    raise RuntimeError(f"the server did not answer /health within {SERVER_START_S} s")
+    raise DemoError(f"the server did not answer /health within {SERVER_START_S} s")
 
 
-def ask_with_openai(base: str) -> None:
+class DemoError(RuntimeError):
+    """A step of the demo went wrong: printed as one line, and the demo exits 1."""
+
+
+def ask_with_openai(base: str) -> str:
     import openai
 
-    question = "What is the capital of France?"
-    print(f"\n=== The official openai client asks: {question}", flush=True)
-    print(f'  openai.OpenAI(base_url="{base}/v1").chat.completions.create(model="smollm2", ...)')
+    print(f"\n=== The official openai client asks: {QUESTION}", flush=True)
+    print(f'  openai.OpenAI(base_url="{base}/v1").chat.completions.create(model="smollm2", temperature=0, ...)')
     client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0, timeout=120)
-    answer = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": question}],
-                                            max_tokens=32, temperature=0)
-    print(f"  {answer.choices[0].message.content}", flush=True)
+    answer = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": QUESTION}],
+                                            max_tokens=ANSWER_TOKENS, temperature=0)
+    text = answer.choices[0].message.content
+    print(f"  {text}", flush=True)
+    return text
+
+
+def single_process_answer() -> str:
+    """The same question to the single-process engine (same model, same dtype rule, greedy)."""
+    from hexserve.runtime.engine import LLM
+    from hexserve.runtime.sampling import SamplingParams
+
+    with LLM("smollm2") as llm:
+        params = SamplingParams(max_tokens=ANSWER_TOKENS, temperature=0)
+        return llm.chat([{"role": "user", "content": QUESTION}], params)[0].text
+
+
+def verify(served: str) -> None:
+    """The served plan (TP and PP over worker processes) must answer exactly as one process does."""
+    print("\n=== Check: the plan's answer against the single-process engine's (greedy, same dtype)", flush=True)
+    alone = single_process_answer()
+    if served != alone:
+        raise DemoError(f"MISMATCH: the served plan answered {served!r} but the single-process engine answered "
+                        f"{alone!r}")
+    print(f"  identical: {alone!r}", flush=True)
 
 
 def serve_story() -> int:
@@ -113,7 +146,7 @@ def serve_story() -> int:
     base = f"http://127.0.0.1:{port}"
     proc = start_server(port)
     try:
-        ask_with_openai(base)
+        verify(ask_with_openai(base))
         bench = (f"bench --endpoint {base} --model smollm2 --workload azure-conv --rate 2 --num-requests 12 "
                  "--scale 0.1 --max-model-len 2048 --no-progress")
         print(f"\n=== A short replay of the Azure conversation trace against the server (lengths x0.1)\n"
@@ -123,19 +156,42 @@ def serve_story() -> int:
         print("\n=== Stop the server (its workers exit with it)", flush=True)
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
+            raise DemoError("the server did not stop within 60 s of SIGINT; killed it") from None
+    if proc.returncode != 0:
+        raise DemoError(f"the server exited with code {proc.returncode} on SIGINT")
     return code
 
 
+def prepare_model() -> None:
+    from hexserve.runtime.smollm2 import cache_dir, ensure_checkpoint
+
+    print("\n=== The embedded SmolLM2-135M-Instruct: its GGUF file becomes a safetensors checkpoint "
+          "(first run only)", flush=True)
+    start = time.monotonic()
+    folder = ensure_checkpoint()
+    took = f"converted in {time.monotonic() - start:.0f} s" if time.monotonic() - start > 1 else "already there"
+    print(f"  {folder} ({took}; {cache_dir().parent} is $HEXSERVE_CACHE)", flush=True)
+
+
 def main() -> int:
+    try:
+        return run()
+    except DemoError as e:
+        print(f"\nhexserve demo: FAILED: {e}", file=sys.stderr, flush=True)
+        return 1
+
+
+def run() -> int:
     Path("out").mkdir(exist_ok=True)
     for title, command in STEPS:
         print(f"\n=== {title}\n$ hexserve {command}", flush=True)
         code = hexserve(shlex.split(command))
         if code:
             return code
+    prepare_model()
     code = serve_story()
     if code:
         return code

@@ -131,8 +131,9 @@ def _digest(obj: object) -> str:
 
 
 def model_fingerprint(model: ModelSpec) -> str:
-    """The architecture numbers, not the name: a renamed copy of a config keeps its fingerprint."""
-    numbers = {k: v for k, v in asdict(model).items() if k != "name"}
+    """The architecture numbers, not the name or the stored dtype: a renamed copy of a config, or a float32
+    copy of a bfloat16 checkpoint (the embedded SmolLM2 is one), runs the same plan."""
+    numbers = {k: v for k, v in asdict(model).items() if k not in ("name", "dtype")}
     return _digest(numbers)
 
 

@@ -4,10 +4,8 @@ files (converted checkpoints, compiled kernels)."""
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cache
 from pathlib import Path
 
 import torch
@@ -29,35 +27,36 @@ def pick_device(name: str | None = None) -> torch.device:
 
 
 def pick_dtype(name: str, checkpoint_dtype: str, device: torch.device) -> torch.dtype:
-    """'auto': on a CPU whichever of bfloat16 and float32 it multiplies faster (fastest_cpu_dtype); on a
-    GPU the checkpoint's dtype, or bfloat16 for a float32 checkpoint."""
+    """'auto': float32 on a CPU, whatever the CPU; on a GPU the checkpoint's dtype, or bfloat16 for a
+    float32 checkpoint.
+
+    Why float32 on every CPU: a timing or a CPU flag would give hosts different numerics, and bfloat16
+    answers differ between hosts (AMX and AVX-512 kernels round differently) and from float32 on
+    near-tie tokens; float32 gives the same greedy tokens as transformers everywhere. bfloat16 stays one
+    flag away (`--dtype bfloat16`), worth it on CPUs with avx512_bf16 or amx_bf16 (docs/engine.md, "Dtype")."""
     if name != "auto":
         if name not in DTYPES:
             raise SpecError(f"dtype: {name!r} is not supported; use auto or one of {', '.join(DTYPES)}")
         return DTYPES[name]
     if device.type == "cpu":
-        return fastest_cpu_dtype()
+        return torch.float32
     return DTYPES.get(checkpoint_dtype, torch.bfloat16) if checkpoint_dtype != "float32" else torch.bfloat16
 
 
-@cache
-def fastest_cpu_dtype() -> torch.dtype:
-    """bfloat16 where this CPU runs a layer-sized matrix product in it clearly faster than in float32, else
-    float32; timed once per process (~75 ms). Hosts differ: one measured here multiplies bf16 at 2.4x the
-    float32 rate (avx512_bf16 through oneDNN), another at half of it (docs/engine.md)."""
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
-    def seconds(dtype: torch.dtype) -> float:
-        weight = torch.randn(3072, 576, dtype=dtype)
-        prompt, decode = torch.randn(256, 576, dtype=dtype), torch.randn(8, 576, dtype=dtype)
-        best = float("inf")
-        for _ in range(3):
-            start = time.perf_counter()
-            prompt @ weight.T
-            decode @ weight.T
-            best = min(best, time.perf_counter() - start)
-        return best
 
-    return torch.bfloat16 if seconds(torch.bfloat16) < 0.8 * seconds(torch.float32) else torch.float32
+def set_threads(threads: int) -> None:
+    """torch's intra-op threads for this process. More threads than free cores is oversubscription: every
+    parallel region then waits for its slowest, descheduled thread (docs/engine.md, "Threads")."""
+    if threads < 1:
+        raise SpecError(f"threads: {threads} must be >= 1; give the cores this process may use")
+    torch.set_num_threads(threads)
 
 
 def dtype_name(dtype: torch.dtype) -> str:

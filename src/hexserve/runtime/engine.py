@@ -11,19 +11,22 @@ from __future__ import annotations
 import itertools
 import multiprocessing.connection
 import random
+import sys
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from pathlib import Path
 
 from hexserve.errors import SpecError
-from hexserve.runtime.config import ModelConfig, load_config
-from hexserve.runtime.device import kv_cache_budget, pick_device, pick_dtype
+from hexserve.runtime.config import load_config
+from hexserve.runtime.device import kv_cache_budget, pick_device, pick_dtype, set_threads
 from hexserve.runtime.model_runner import ModelRunner
 from hexserve.runtime.outputs import RequestOutput
 from hexserve.runtime.replica import Completed, LocalExecutor, Replica
 from hexserve.runtime.sampling import SamplingParams
+from hexserve.runtime.scheduler import DEFAULT_MAX_NUM_SEQS
 from hexserve.runtime.sequence import Sequence
 from hexserve.runtime.tokenizer import load_tokenizer, resolve_checkpoint
+from hexserve.specs.cluster import Cluster
 
 Prompt = str | list[int]
 Message = dict[str, str]
@@ -56,10 +59,14 @@ class LLM:
     whole in this process or, given a plan, across the plan's worker processes.
 
     num_kv_blocks (or kv_cache_memory in bytes, per device) sizes each replica's paged cache; by default
-    it takes 2 GiB on a CPU and 80% of the free memory on a GPU, never more than max_num_seqs full
-    contexts need. With a plan, `micro_batches` batches are in flight per replica (default: its number
-    of stages), `router` is "shares" (the plan's shares) or "least-loaded", and a worker that does not
-    finish a step within `step_timeout_s` fails its replica.
+    it takes 2 GiB on a CPU and 80% of the free memory on a GPU, never more than max_num_seqs (default
+    64) full contexts need. With a plan, the plan is checked against its cluster (`cluster`: a YAML file
+    or shipped name, default the plan's) and this checkpoint, and each replica runs at the plan's
+    predicted operating point (sequences in flight, micro-batches, KV tokens) unless max_num_seqs,
+    micro_batches or num_kv_blocks say otherwise (runtime/launch/settings.py); `router` is "shares"
+    (the plan's shares) or "least-loaded", and a worker that does not finish a step within
+    `step_timeout_s` fails its replica. `threads` sets this process's torch threads (None leaves
+    torch's setting); a plan's workers take one each.
     """
 
     def __init__(
@@ -70,7 +77,7 @@ class LLM:
         dtype: str = "auto",
         device: str | None = None,
         block_size: int = 16,
-        max_num_seqs: int = 64,
+        max_num_seqs: int | None = None,
         max_num_batched_tokens: int | None = None,
         max_model_len: int | None = None,
         num_kv_blocks: int | None = None,
@@ -79,6 +86,8 @@ class LLM:
         micro_batches: int | None = None,
         router: str = "shares",
         step_timeout_s: float = 60.0,
+        cluster: str | Cluster | None = None,
+        threads: int | None = None,
     ):
         if router not in ROUTERS:
             raise SpecError(f"router: {router!r} is unknown; use one of {', '.join(ROUTERS)}")
@@ -88,10 +97,12 @@ class LLM:
         self.tokenizer = load_tokenizer(folder)
         self.router = router
         self.max_model_len = min(max_model_len or self.config.max_model_len, self.config.max_model_len)
-        wanted = num_kv_blocks or -(-max_num_seqs * self.max_model_len // block_size)
-        budget = max(max_num_batched_tokens or max(2048, max_num_seqs), max_num_seqs)
+        if threads is not None:
+            set_threads(threads)
         self.runner: ModelRunner | None = None
         if self.plan is None:
+            seqs = max_num_seqs or DEFAULT_MAX_NUM_SEQS
+            wanted = num_kv_blocks or -(-seqs * self.max_model_len // block_size)
             self.device = pick_device(device)
             self.dtype = pick_dtype(dtype, self.config.spec.dtype, self.device)
             self.runner = ModelRunner(self.config, self.device, self.dtype)
@@ -99,20 +110,11 @@ class LLM:
             blocks = num_kv_blocks or min(shape.blocks_in(kv_cache_memory or kv_cache_budget(self.device)), wanted)
             _check_blocks(blocks, "this device")
             self.runner.allocate_cache(shape, blocks)
-            self.replicas = [Replica(0, LocalExecutor(self.runner), blocks, block_size, max_num_seqs, budget)]
+            budget = _token_budget(max_num_batched_tokens, seqs)
+            self.replicas = [Replica(0, LocalExecutor(self.runner), blocks, block_size, seqs, budget)]
         else:
-            from hexserve.runtime.launch import launch_plan  # torch.distributed only for plans
-
-            check_plan_model(self.plan, self.config)
-            launched = launch_plan(
-                self.plan, folder, dtype, block_size, wanted, kv_cache_memory, step_timeout_s, device
-            )
-            self.replicas = []
-            for i, (executor, blocks) in enumerate(launched):
-                depth = micro_batches or len(self.plan.replicas[i].stages)
-                _check_blocks(blocks // depth, f"replica {i}")
-                share = self.plan.replicas[i].share
-                self.replicas.append(Replica(i, executor, blocks, block_size, max_num_seqs, budget, depth, share))
+            self._launch(folder, cluster, dtype, device, block_size, max_num_seqs, micro_batches, num_kv_blocks,
+                         kv_cache_memory, max_num_batched_tokens, step_timeout_s)
         # A lone sequence must always fit in its slot's blocks, so that the oldest request can always finish.
         smallest = min(slot.blocks.num_blocks for r in self.replicas for slot in r.slots)
         self.max_model_len = min(self.max_model_len, smallest * block_size)
@@ -122,6 +124,32 @@ class LLM:
         self._ids = itertools.count()
         self._rng = random.Random(seed)
         self.num_steps = 0
+
+    def _launch(self, folder, cluster, dtype, device, block_size, max_num_seqs, micro_batches, num_kv_blocks,
+                kv_cache_memory, max_num_batched_tokens, step_timeout_s) -> None:
+        """The plan's workers, each replica at its operating point (the plan's, or what the user gave)."""
+        from hexserve.runtime.launch import check_plan, launch_plan, replica_settings  # torch.distributed
+
+        plan = self.plan
+        found = check_plan(plan, self.config.spec, cluster)
+        # kv_cache_memory given: the memory decides how many blocks, as without a plan.
+        settings = [
+            replica_settings(r, block_size, self.max_model_len, max_num_seqs, micro_batches,
+                             num_kv_blocks or (2**62 if kv_cache_memory else None))
+            for r in plan.replicas
+        ]
+        for i, s in enumerate(settings):
+            print(f"replica {i}: {s.max_num_seqs} sequences in flight, {s.micro_batches} micro-batch"
+                  f"{'es' if s.micro_batches > 1 else ''}, up to {s.kv_blocks * block_size:,} KV tokens ({s.source})",
+                  file=sys.stderr, flush=True)
+        launched = launch_plan(plan, found, folder, dtype, block_size, [s.kv_blocks for s in settings],
+                               kv_cache_memory, step_timeout_s, device)
+        self.replicas = []
+        for i, ((executor, blocks), s) in enumerate(zip(launched, settings, strict=True)):
+            _check_blocks(blocks // s.micro_batches, f"replica {i}")
+            budget = _token_budget(max_num_batched_tokens, s.max_num_seqs)
+            self.replicas.append(Replica(i, executor, blocks, block_size, s.max_num_seqs, budget, s.micro_batches,
+                                         plan.replicas[i].share))
 
     def shutdown(self) -> None:
         """Stop every worker process (a plan's); the LLM cannot run after it. Safe to call twice."""
@@ -346,27 +374,9 @@ def _load_plan(plan):
     return plan if isinstance(plan, Plan) else load_plan(plan)
 
 
-def check_plan_model(plan, config: ModelConfig) -> None:
-    """The plan's layout must fit the checkpoint: its layer ranges cover the model's layers once, in
-    order, and every TP degree divides the heads (or the KV heads divide it)."""
-    spec = config.spec
-    for i, replica in enumerate(plan.replicas):
-        where = f"plan.replicas[{i}]"
-        if replica.role != "colocated":
-            raise SpecError(f"{where}.role: {replica.role!r} replicas (disaggregated plans) do not run yet; "
-                            "re-plan with --mode colocated")
-        end = 0
-        for j, stage in enumerate(replica.stages):
-            if stage.layers[0] != end or stage.layers[1] <= stage.layers[0]:
-                raise SpecError(f"{where}.stages[{j}].layers: {list(stage.layers)} does not continue at layer {end}; "
-                                "re-plan for this model")
-            end = stage.layers[1]
-            if stage.tp not in spec.valid_tp_degrees(stage.tp) or stage.tp != len(stage.devices):
-                raise SpecError(f"{where}.stages[{j}].tp: {stage.tp} does not split {spec.num_heads} heads and "
-                                f"{spec.num_kv_heads} KV heads over {len(stage.devices)} devices; re-plan")
-        if end != spec.num_layers:
-            raise SpecError(f"{where}: its stages cover {end} layers but {config.path.name} has {spec.num_layers}; "
-                            f"the plan is for {plan.model!r}: give that model, or re-plan for this one")
+def _token_budget(max_num_batched_tokens: int | None, max_num_seqs: int) -> int:
+    """Tokens one step may take: at least one per sequence (decodes), 2,048 by default (prompt chunks)."""
+    return max(max_num_batched_tokens or max(2048, max_num_seqs), max_num_seqs)
 
 
 def _check_blocks(blocks: int, where: str) -> None:

@@ -49,11 +49,16 @@ class Shard:
         return self.tp_rank * per, per
 
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
-        if self.tp_size > 1:
-            start = time.perf_counter()
-            dist.all_reduce(x, group=self.group)
-            COMM_SECONDS[0] += time.perf_counter() - start
-        return x
+        """The sum of every rank's `x`. Half-precision partials are summed in float32 and rounded once, as
+        the single-process matmul rounds its float32 accumulator once: a bfloat16 sum would round after
+        every rank's term, and near-tie tokens then differ from the single-process engine's."""
+        if self.tp_size == 1:
+            return x
+        start = time.perf_counter()
+        wide = x.float() if x.element_size() < 4 else x
+        dist.all_reduce(wide, group=self.group)
+        COMM_SECONDS[0] += time.perf_counter() - start
+        return wide if wide is x else x.copy_(wide)
 
 
 WHOLE = Shard()

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from hexserve.runtime.kv_cache import BlockManager
 from hexserve.runtime.sequence import Sequence, SequenceStatus
 
+DEFAULT_MAX_NUM_SEQS = 64  # sequences batched at once when neither the user nor a plan says
+
 
 @dataclass
 class Scheduled:

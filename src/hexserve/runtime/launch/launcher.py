@@ -8,6 +8,7 @@ CPU process over gloo standing in for the device, one thread each (the same code
 
 from __future__ import annotations
 
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from hexserve.runtime.device import dtype_name, pick_dtype
 from hexserve.runtime.launch.executor import PipelineExecutor, WorkerHandle
 from hexserve.runtime.launch.topology import WorkerSpec, plan_groups, plan_workers
 from hexserve.runtime.launch.worker import WorldSettings, worker_main
+from hexserve.specs.cluster import Cluster
 
 START_TIMEOUT_S = 600.0  # loading a big checkpoint shard can take minutes
 
@@ -40,23 +42,37 @@ def plan_devices(workers: list[WorkerSpec], device: str | None) -> list[str]:
     return ["cpu"] * len(workers)
 
 
+def describe_devices(workers: list[WorkerSpec], devices: list[str], cluster: Cluster, threads: int) -> list[str]:
+    """One line per worker: the plan's device and what stands in for it here (printed once at launch)."""
+    lines = []
+    for w, dev in zip(workers, devices, strict=True):
+        d = cluster.devices[w.device_id]
+        here = f"a CPU process ({threads} thread{'s' if threads > 1 else ''})" if dev == "cpu" else dev
+        lines.append(f"plan device {w.device_id} ({d.name}, {d.type.name}) -> {here}: replica {w.replica} "
+                     f"stage {w.stage} TP rank {w.tp_rank}, layers {w.layers[0]}-{w.layers[1] - 1}")
+    return lines
+
+
 def launch_plan(
     plan: Plan,
+    cluster: Cluster,
     folder: Path,
     dtype: str,
     block_size: int,
-    wanted_blocks: int,
+    wanted_blocks: list[int],
     kv_cache_memory: int | None,
     step_timeout_s: float,
     device: str | None = None,
 ) -> list[tuple[PipelineExecutor, int]]:
-    """(executor, KV blocks) per replica, with every worker loaded and its cache allocated."""
+    """(executor, KV blocks) per replica, with every worker loaded and its cache allocated; replica r
+    gets at most wanted_blocks[r] blocks per device."""
     workers = plan_workers(plan)
     devices = plan_devices(workers, device)
-    # One dtype for the whole plan, chosen here: stages exchange activations in it, and 'auto' on a CPU is
-    # a timing that two workers could answer differently.
+    # One dtype for the whole plan, chosen here: stages exchange activations in it.
     checkpoint_dtype = load_config(folder).spec.dtype
     dtype = dtype_name(pick_dtype(dtype, checkpoint_dtype, torch.device(devices[0])))
+    for line in describe_devices(workers, devices, cluster, WorldSettings.threads):
+        print(line, file=sys.stderr, flush=True)
     store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False,
                           timeout=timedelta(seconds=START_TIMEOUT_S))
     world = WorldSettings(
@@ -78,7 +94,7 @@ def launch_plan(
         launched = []
         for r in range(len(plan.replicas)):
             mine = [h for h in handles if h.spec.replica == r]
-            blocks = min(min(capacity[h.spec.rank] for h in mine), wanted_blocks)
+            blocks = min(min(capacity[h.spec.rank] for h in mine), wanted_blocks[r])
             for h in mine:
                 h.conn.send(("allocate", blocks))
             launched.append((mine, blocks))
