@@ -20,13 +20,25 @@ def register(sub) -> None:
     p.add_argument("--max-model-len", type=positive_int, help="cap on prompt + output tokens")
     p.add_argument("--num-kv-blocks", type=positive_int, help="KV cache blocks (default: the engine's sizing)")
     p.add_argument("--log-level", default="warning", help="uvicorn's log level (default warning)")
+    p.add_argument("--drain-timeout", type=seconds, default=None,
+                   help="on SIGTERM/SIGINT, how long accepted requests may take to finish before they are "
+                        "ended (default: twice what they need at the measured pace, at least 30 s)")
     p.set_defaults(run=run_serve)
 
 
-def run_serve(args: argparse.Namespace) -> int:
-    import uvicorn  # heavy imports only for this command
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
-    from hexserve.server.app import create_app
+
+def run_serve(args: argparse.Namespace) -> int:
+    from hexserve.server.app import create_app  # heavy imports only for this command
+    from hexserve.server.drain import serve
     from hexserve.server.engine_loop import engine_thread
 
     # Built on the thread that will step it: one thread does all the OpenMP work (engine_loop.py).
@@ -34,12 +46,13 @@ def run_serve(args: argparse.Namespace) -> int:
     llm = thread.submit(engine_from_args, args, max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
                         num_kv_blocks=args.num_kv_blocks).result()
     name = args.served_model_name or args.model or (llm.plan.model if llm.plan else "smollm2")
-    app = create_app(llm, name, api_key=args.api_key, max_queue=args.max_queue, thread=thread)
+    app = create_app(llm, name, api_key=args.api_key, max_queue=args.max_queue, thread=thread,
+                     drain_timeout=args.drain_timeout)
     layout = f"plan {args.plan}: {len(llm.replicas)} replicas, " if args.plan else ""
     print(f"hexserve serve: {name} on http://{args.host}:{args.port}/v1 "
           f"({layout}{llm.stats().blocks_total} KV blocks, context {llm.max_model_len})", flush=True)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
+        serve(app, args.host, args.port, args.log_level)  # returns once a signal has drained it
     finally:
         llm.shutdown()
     return 0

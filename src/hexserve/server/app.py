@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from hexserve.runtime.engine import LLM
 from hexserve.server import prepare
 from hexserve.server.auth import require_api_key
+from hexserve.server.drain import Drain, DrainGate
 from hexserve.server.engine_loop import Delta, EngineLoop
 from hexserve.server.errors import APIError, api_error_handler, validation_error_handler
 from hexserve.server.metrics import Metrics
@@ -37,11 +38,13 @@ from hexserve.server.respond import collect, stream_events
 
 def create_app(
     llm: LLM, served_model_name: str, api_key: str | None = None, max_queue: int = 256,
-    thread: ThreadPoolExecutor | None = None,
+    thread: ThreadPoolExecutor | None = None, drain_timeout: float | None = None,
 ) -> FastAPI:
-    """`thread`: the engine_thread() that built `llm`, to step it on the same thread (engine_loop.py)."""
+    """`thread`: the engine_thread() that built `llm`, to step it on the same thread (engine_loop.py).
+    `drain_timeout`: seconds a shutdown waits for accepted requests (default: sized to them, drain.py)."""
     metrics = Metrics()
     engine = EngineLoop(llm, metrics, max_queue, thread)
+    drain = Drain(engine, drain_timeout)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -52,14 +55,19 @@ def create_app(
     app = FastAPI(title="hexserve", lifespan=lifespan)
     app.add_exception_handler(APIError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
-    app.state.engine, app.state.metrics = engine, metrics
+    app.add_middleware(DrainGate, drain=drain)
+    app.state.engine, app.state.metrics, app.state.drain = engine, metrics, drain
     v1 = [Depends(require_api_key(api_key))]
     served = [served_model_name]
 
     @app.get("/health")
-    async def health() -> Response:
-        alive = engine.is_alive() and not engine.stopping
-        return Response(status_code=200 if alive else 503)
+    async def health() -> JSONResponse:
+        # 503 while draining too, so that a load balancer stops sending here while accepted requests end.
+        if drain.draining:
+            status = "draining"
+        else:
+            status = "ok" if engine.is_alive() and not engine.stopping else "stopped"
+        return JSONResponse({"status": status, "requests": drain.active}, status_code=200 if status == "ok" else 503)
 
     @app.get("/metrics")
     async def prometheus() -> Response:

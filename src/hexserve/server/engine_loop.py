@@ -29,6 +29,8 @@ from hexserve.server.metrics import Metrics
 
 log = logging.getLogger("hexserve.server")
 POLL_S = 0.5  # how long the idle thread waits for a command before looking at the stop flag again
+EMA = 0.2  # weight of the newest step in the measured pace: recent batches matter, one slow step does not
+SHUTDOWN = APIError(503, "the server is shutting down; the request was not finished")
 
 
 @dataclass
@@ -91,9 +93,13 @@ class EngineLoop:
         self.commands: queue.Queue = queue.Queue()
         self.tracked: dict[int, Tracked] = {}  # engine thread only
         self.ids = itertools.count()
-        self.in_flight = 0  # accepted and not yet answered; guarded by `lock`
+        self.accepted: dict[int, Tracked] = {}  # accepted and not yet answered; guarded by `lock`
         self.lock = threading.Lock()
         self.stopping = False
+        # What requests still in flight get when the thread stops: an error, or an abort (drain timeout).
+        self.stop_error, self.stop_reason = SHUTDOWN, "error"
+        self.step_s = 0.0  # the measured pace (moving averages), for sizing the drain at shutdown
+        self.tokens_per_step = 0.0
         self.thread = thread or engine_thread()
         self.running: Future | None = None
         metrics.blocks_total.set(llm.stats().blocks_total)
@@ -107,14 +113,38 @@ class EngineLoop:
     def is_alive(self) -> bool:
         return self.running is not None and not self.running.done()
 
+    @property
+    def in_flight(self) -> int:
+        return len(self.accepted)
+
     def stop(self, timeout: float = 10.0) -> None:
         """Fail every in-flight request (503) and end the thread once its current step is done."""
-        with self.lock:
-            self.stopping = True
-        self.commands.put(("wake", None))
+        self._halt(SHUTDOWN, "error")
         if self.running is not None:
             wait([self.running], timeout)
         self.thread.shutdown(wait=False)
+
+    def expire(self, error: APIError) -> None:
+        """End every accepted request now with finish_reason "abort" and `error` (the drain ran out of
+        time), after the current step; the thread stops and new requests are refused. Does not wait."""
+        self._halt(error, "abort")
+
+    def _halt(self, error: APIError, reason: str) -> None:
+        with self.lock:
+            if not self.stopping:  # the first reason given is the one requests get
+                self.stopping, self.stop_error, self.stop_reason = True, error, reason
+        self.commands.put(("wake", None))
+
+    def drain_seconds(self) -> float:
+        """How long the accepted requests still need at the measured pace: the longest one at one token
+        a step, or all their tokens at the tokens a step has been producing, whichever is longer (an
+        upper bound: requests may stop early). 0 before the first step, when there is no pace yet."""
+        with self.lock:
+            left = [max(t.params.max_tokens - t.sent_tokens, 0) for t in self.accepted.values()]
+        if not left:
+            return 0.0
+        steps = max(max(left), sum(left) / max(self.tokens_per_step, 1.0))
+        return steps * self.step_s
 
     def submit(self, prompt: list[int], params: SamplingParams) -> RequestStream:
         with self.lock:
@@ -123,11 +153,11 @@ class EngineLoop:
             if self.in_flight >= self.max_queue:
                 raise APIError(429, f"the server holds {self.in_flight} requests (--max-queue {self.max_queue}); "
                                "retry later", code="queue_full")
-            self.in_flight += 1
             # Queued under the lock: once `stopping` is set, the thread's last drain sees every add.
-            stream = RequestStream(next(self.ids), asyncio.get_running_loop())
-            self.commands.put(("add", Tracked(stream, prompt, params)))
-        return stream
+            tracked = Tracked(RequestStream(next(self.ids), asyncio.get_running_loop()), prompt, params)
+            self.accepted[tracked.stream.request_id] = tracked
+            self.commands.put(("add", tracked))
+        return tracked.stream
 
     def abort(self, request_id: int) -> None:
         """Drop a request (its client went away) and free its KV blocks; a no-op once it has finished."""
@@ -140,14 +170,21 @@ class EngineLoop:
             self._take_commands(block=not self.llm.has_work())
             if self.stopping or not self.llm.has_work():
                 continue
+            started = time.perf_counter()
             try:
                 self.llm.step()
             except Exception as e:  # a bug in the engine: fail what is in flight, keep serving new requests
                 log.exception("engine step failed")
-                self._fail_all(APIError(500, f"the engine failed: {type(e).__name__}: {e}"), queued=False)
+                self._fail_all(APIError(500, f"the engine failed: {type(e).__name__}: {e}"), "error", queued=False)
                 continue
-            self._publish()
-        self._fail_all(APIError(503, "the server is shutting down; the request was not finished"), queued=True)
+            tokens = self._publish()
+            self._measure(time.perf_counter() - started, tokens)
+        self._fail_all(self.stop_error, self.stop_reason, queued=True)
+
+    def _measure(self, seconds: float, tokens: int) -> None:
+        weight = EMA if self.step_s else 1.0
+        self.step_s += weight * (seconds - self.step_s)
+        self.tokens_per_step += weight * (tokens - self.tokens_per_step)
 
     def _take_commands(self, block: bool) -> None:
         try:
@@ -181,8 +218,10 @@ class EngineLoop:
         if t.handle is not None:
             self.llm.abort(t.handle)
 
-    def _publish(self) -> None:
+    def _publish(self) -> int:
+        """Send each request what it gained in the last step; returns the tokens generated."""
         now = time.perf_counter()
+        generated = 0
         for rid, t in list(self.tracked.items()):
             seq = t.seq
             new_tokens = seq.num_output_tokens - t.sent_tokens
@@ -192,6 +231,7 @@ class EngineLoop:
                 t.first_token_at = now
                 self.metrics.ttft.observe(now - t.arrival)
             self.metrics.generation_tokens.inc(max(new_tokens, 0))
+            generated += max(new_tokens, 0)
             if seq.is_finished:
                 del self.tracked[rid]
                 out = self.llm.output(t.handle)
@@ -206,6 +246,7 @@ class EngineLoop:
                     t.stream.put(Delta(text[len(t.sent_text):], len(t.prompt), seq.num_output_tokens))
                     t.sent_text = text
         self._gauges()
+        return generated
 
     def _stable_text(self, seq: Sequence) -> str:
         """The output text that can no longer change: an incomplete UTF-8 character at the end is held
@@ -218,14 +259,16 @@ class EngineLoop:
 
     def _answer(self, t: Tracked, delta: Delta) -> None:
         t.stream.put(delta)
+        self._release(t)
+
+    def _release(self, t: Tracked) -> None:
         with self.lock:
-            self.in_flight -= 1
+            self.accepted.pop(t.stream.request_id, None)
 
     def _done(self, t: Tracked, reason: str | None, now: float | None = None) -> None:
         self.metrics.finished.labels(finished_reason=reason or "unknown").inc()
         if reason == "abort":
-            with self.lock:
-                self.in_flight -= 1
+            self._release(t)
             self._gauges()
             return
         now = now or time.perf_counter()
@@ -234,10 +277,12 @@ class EngineLoop:
         if n > 1 and t.first_token_at is not None:
             self.metrics.tpot.observe((now - t.first_token_at) / (n - 1))
 
-    def _fail_all(self, error: APIError, queued: bool) -> None:
+    def _fail_all(self, error: APIError, reason: str, queued: bool) -> None:
+        """End every request in flight with `reason` ("error", or "abort" when the drain timed out)."""
         for t in list(self.tracked.values()):
             self._drop(t)
-            self._answer(t, Delta("", len(t.prompt), t.sent_tokens, "error", error))
+            self._answer(t, Delta("", len(t.prompt), t.sent_tokens, reason, error))
+            self.metrics.finished.labels(finished_reason=reason).inc()
         self.tracked.clear()
         while queued:  # at shutdown, requests submitted but never taken are answered too
             try:
@@ -245,7 +290,7 @@ class EngineLoop:
             except queue.Empty:
                 break
             if kind == "add":
-                self._answer(arg, Delta("", len(arg.prompt), 0, "error", error))
+                self._answer(arg, Delta("", len(arg.prompt), 0, reason, error))
         self._gauges()
 
     def _gauges(self) -> None:

@@ -71,13 +71,12 @@ def stream_events(engine: EngineLoop, stream: RequestStream, raw: Request,
     async def body() -> AsyncIterator[str]:
         try:
             async for delta in deltas(stream, raw):
-                if delta.error is not None:
-                    yield sse(delta.error.body())
-                    break
-                for chunk in chunks(delta):
+                for chunk in chunks(delta):  # the last one carries finish_reason, "abort" and "error" too
                     yield sse(chunk)
                 if delta.finish_reason is not None and usage_chunk is not None:
                     yield sse(usage_chunk(delta))
+                if delta.error is not None:  # then why, e.g. the drain timeout at shutdown
+                    yield sse(delta.error.body())
         except ConnectionAbortedError:
             return
         yield sse("[DONE]")
