@@ -23,7 +23,7 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="a Hugging Face checkpoint folder, or smollm2 (the default; with --plan: the plan's model)")
     p.add_argument("--plan", help="a plan JSON from `hexserve plan`: run its replicas on one process per device")
     p.add_argument("--micro-batches", type=positive_int,
-                   help="with --plan: batches in flight per replica (default: its number of stages)")
+                   help="with --plan: batches in flight per replica (default: the plan's, else its number of stages)")
     p.add_argument("--router", default="shares", choices=("shares", "least-loaded"),
                    help="with --plan: follow the plan's replica shares, or send to the least loaded replica")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present; with --plan: "

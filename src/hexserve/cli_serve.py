@@ -16,9 +16,11 @@ def register(sub) -> None:
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 routes")
     p.add_argument("--max-queue", type=positive_int, default=256,
                    help="requests held at once (running and waiting); more are answered 429")
-    p.add_argument("--max-num-seqs", type=positive_int, default=64, help="sequences batched together")
+    p.add_argument("--max-num-seqs", type=positive_int, default=None,
+                   help="sequences batched together (default 64; with --plan: each replica's planned batch)")
     p.add_argument("--max-model-len", type=positive_int, help="cap on prompt + output tokens")
-    p.add_argument("--num-kv-blocks", type=positive_int, help="KV cache blocks (default: the engine's sizing)")
+    p.add_argument("--num-kv-blocks", type=positive_int,
+                   help="KV cache blocks per device (default: the engine's sizing; with --plan: the planned KV)")
     p.add_argument("--log-level", default="warning", help="uvicorn's log level (default warning)")
     p.add_argument("--drain-timeout", type=seconds, default=None,
                    help="on SIGTERM/SIGINT, how long accepted requests may take to finish before they are "

@@ -51,7 +51,7 @@ COMPARE_CLASS, COMPARE_REQUESTS = "HPLD", 400
 def simulated_comparison() -> None:
     """Plan Llama-2-70B on 8xH100 and on a heterogeneous cluster of the same price (HexGen or HexGen-2,
     whichever predicts more), replay the same trace requests on both, and print one line each."""
-    print(f"\n=== Simulated: Llama-2-70B, {COMPARE_REQUESTS} {COMPARE_CLASS} requests of the Azure trace, all at once")
+    header(f"Simulated: Llama-2-70B, {COMPARE_REQUESTS} {COMPARE_CLASS} requests of the Azure trace, all at once")
     model, calibration = load_model("llama-2-70b"), load_calibration()
     lengths = WORKLOAD_CLASSES[COMPARE_CLASS]
     requests = load_workload(f"azure-conv:{COMPARE_CLASS}").sample(COMPARE_REQUESTS, seed=0).offline()
@@ -71,6 +71,16 @@ def simulated_comparison() -> None:
     print("  (docs/evaluation.md: where these agree with the papers' claims and where not)")
 
 
+START = time.monotonic()
+
+
+def header(title: str, command: str | None = None) -> None:
+    """A step's title with the seconds since the demo started, and the command it runs, if any."""
+    print(f"\n=== [{time.monotonic() - START:4.0f} s] {title}", flush=True)
+    if command:
+        print(f"$ hexserve {command}", flush=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -86,8 +96,7 @@ def relay(proc: subprocess.Popen) -> None:
 def start_server(port: int) -> subprocess.Popen:
     """`hexserve serve --plan` in its own process; returns once /health answers."""
     command = ["serve", "--plan", LOCAL_PLAN, "--served-model-name", "smollm2", "--port", str(port)]
-    print(f"\n=== Serve that plan: one worker process per device, an OpenAI-compatible API\n"
-          f"$ hexserve {shlex.join(command)} &", flush=True)
+    header("Serve that plan: one worker process per device, an OpenAI-compatible API", f"{shlex.join(command)} &")
     proc = subprocess.Popen([sys.executable, "-m", "hexserve.cli", *command], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     threading.Thread(target=relay, args=(proc,), daemon=True).start()
@@ -111,7 +120,7 @@ class DemoError(RuntimeError):
 def ask_with_openai(base: str) -> str:
     import openai
 
-    print(f"\n=== The official openai client asks: {QUESTION}", flush=True)
+    header(f"The official openai client asks: {QUESTION}")
     print(f'  openai.OpenAI(base_url="{base}/v1").chat.completions.create(model="smollm2", temperature=0, ...)')
     client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0, timeout=120)
     answer = client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": QUESTION}],
@@ -133,7 +142,7 @@ def single_process_answer() -> str:
 
 def verify(served: str) -> None:
     """The served plan (TP and PP over worker processes) must answer exactly as one process does."""
-    print("\n=== Check: the plan's answer against the single-process engine's (greedy, same dtype)", flush=True)
+    header("Check: the plan's answer against the single-process engine's (greedy, same dtype)")
     alone = single_process_answer()
     if served != alone:
         raise DemoError(f"MISMATCH: the served plan answered {served!r} but the single-process engine answered "
@@ -149,11 +158,10 @@ def serve_story() -> int:
         verify(ask_with_openai(base))
         bench = (f"bench --endpoint {base} --model smollm2 --workload azure-conv --rate 2 --num-requests 12 "
                  "--scale 0.1 --max-model-len 2048 --no-progress")
-        print(f"\n=== A short replay of the Azure conversation trace against the server (lengths x0.1)\n"
-              f"$ hexserve {bench}", flush=True)
+        header("A short replay of the Azure conversation trace against the server (lengths x0.1)", bench)
         code = hexserve(shlex.split(bench))
     finally:
-        print("\n=== Stop the server (its workers exit with it)", flush=True)
+        header("Stop the server: SIGINT drains what it accepted, then its workers exit with it")
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=60)
@@ -168,8 +176,7 @@ def serve_story() -> int:
 def prepare_model() -> None:
     from hexserve.runtime.smollm2 import cache_dir, ensure_checkpoint
 
-    print("\n=== The embedded SmolLM2-135M-Instruct: its GGUF file becomes a safetensors checkpoint "
-          "(first run only)", flush=True)
+    header("The embedded SmolLM2-135M-Instruct: its GGUF file becomes a safetensors checkpoint (first run only)")
     start = time.monotonic()
     folder = ensure_checkpoint()
     took = f"converted in {time.monotonic() - start:.0f} s" if time.monotonic() - start > 1 else "already there"
@@ -187,7 +194,7 @@ def main() -> int:
 def run() -> int:
     Path("out").mkdir(exist_ok=True)
     for title, command in STEPS:
-        print(f"\n=== {title}\n$ hexserve {command}", flush=True)
+        header(title, command)
         code = hexserve(shlex.split(command))
         if code:
             return code
@@ -196,6 +203,8 @@ def run() -> int:
     if code:
         return code
     simulated_comparison()
+    print(f"\nhexserve demo: done in {time.monotonic() - START:.0f} s; the served plan answered as the "
+          "single-process engine does", flush=True)
     return 0
 
 

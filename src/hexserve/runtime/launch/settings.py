@@ -68,7 +68,5 @@ def replica_settings(
     else:
         blocks = max(-(-seqs * max_model_len // block_size), lone)
     given = (max_num_seqs, micro_batches, num_kv_blocks)
-    source = "user" if all(given) else "plan" if predicted else "default"
-    if predicted and any(given):
-        source = "plan and user"
+    source = "user" if all(given) else ("plan" if predicted else "default") + (" and user" if any(given) else "")
     return ReplicaSettings(max(seqs, depth), depth, blocks, source)
