@@ -119,7 +119,8 @@ def stage_split(llm: LLM, end: dict, begin: dict | None = None) -> list[dict]:
     executor = llm.replicas[0].executor
     by_stage: dict[int, list[list[float]]] = {}
     for w in executor.workers:
-        steps, total, tp, pp = (a - b for a, b in zip(end[w.spec.rank], (begin or {}).get(w.spec.rank, [0] * 4),
+        zero = [0] * len(end[w.spec.rank])
+        steps, total, tp, pp = (a - b for a, b in zip(end[w.spec.rank][:4], (begin or {}).get(w.spec.rank, zero)[:4],
                                                       strict=True))
         if steps:
             by_stage.setdefault(w.spec.stage, []).append([total / steps, tp / steps, pp / steps, steps])

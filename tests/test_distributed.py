@@ -109,7 +109,7 @@ def test_plan_is_validated_at_launch_as_the_planner_validates_it(llama):
         check_plan(make_plan("smollm2", [([0], (0, 30))]), other, nine)
     with pytest.raises(SpecError, match="give its cluster file with --cluster"):
         check_plan(make_plan(folder, [([0], (0, 2))]), spec)  # "test-cpus" is no file and no shipped name
-    with pytest.raises(SpecError, match="do not run yet"):
+    with pytest.raises(SpecError, match="needs decode replicas too"):
         check_plan(replace(make_plan(folder, [([0], (0, 2))]),
                            replicas=(Replica("prefill", (Stage((0,), 1, (0, 2)),), 1.0),)), spec, CLUSTER)
 

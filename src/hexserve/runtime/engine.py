@@ -19,6 +19,7 @@ from pathlib import Path
 from hexserve.errors import SpecError
 from hexserve.runtime.config import load_config
 from hexserve.runtime.device import kv_cache_budget, pick_device, pick_dtype, set_threads
+from hexserve.runtime.handoff import Handoffs
 from hexserve.runtime.model_runner import ModelRunner
 from hexserve.runtime.outputs import RequestOutput
 from hexserve.runtime.replica import Completed, LocalExecutor, Replica
@@ -100,6 +101,7 @@ class LLM:
         if threads is not None:
             set_threads(threads)
         self.runner: ModelRunner | None = None
+        self.handoffs: Handoffs | None = None  # a disaggregated plan's prefill -> decode queue
         if self.plan is None:
             seqs = max_num_seqs or DEFAULT_MAX_NUM_SEQS
             wanted = num_kv_blocks or -(-seqs * self.max_model_len // block_size)
@@ -149,7 +151,9 @@ class LLM:
             _check_blocks(blocks // s.micro_batches, f"replica {i}")
             budget = _token_budget(max_num_batched_tokens, s.max_num_seqs)
             self.replicas.append(Replica(i, executor, blocks, block_size, s.max_num_seqs, budget, s.micro_batches,
-                                         plan.replicas[i].share))
+                                         plan.replicas[i].share, plan.replicas[i].role))
+        if any(r.role == "prefill" for r in self.replicas):
+            self.handoffs = Handoffs(plan, self.replicas, self.config.spec.num_kv_heads, self.router)
 
     def shutdown(self) -> None:
         """Stop every worker process (a plan's); the LLM cannot run after it. Safe to call twice."""
@@ -234,12 +238,12 @@ class LLM:
             self.replicas[seq.replica].finish(seq, "abort")
 
     def has_work(self) -> bool:
-        return any(r.has_work() for r in self.replicas if not r.error)
+        return bool(self.handoffs) or any(r.has_work() for r in self.replicas if not r.error)
 
     def stats(self) -> EngineStats:
         live = [r for r in self.replicas if not r.error]
         return EngineStats(
-            waiting=sum(r.num_waiting for r in live),
+            waiting=sum(r.num_waiting for r in live) + len(self.handoffs or ()),
             running=sum(r.num_running for r in live),
             blocks_total=sum(r.num_blocks for r in live),
             blocks_free=sum(r.num_free_blocks for r in live),
@@ -250,7 +254,7 @@ class LLM:
     def _route(self) -> Replica:
         """The live replica that takes the next request: the one furthest behind its plan share, or the
         one with the fewest unfinished requests per share."""
-        live = [r for r in self.replicas if not r.error]
+        live = [r for r in self.replicas if not r.error and r.role != "decode"]  # a request starts with its prompt
         if not live:
             raise SpecError(f"no replica is serving: {self.replicas[0].error}; restart with a working plan")
         if self.router == "least-loaded":
@@ -278,6 +282,8 @@ class LLM:
     def step(self) -> list[Completed]:
         """Send every replica's next batches, wait until at least one comes back (or a replica fails),
         and apply what came back: append the sampled tokens, retire finished sequences."""
+        if self.handoffs:
+            self.handoffs.place()
         live = [r for r in self.replicas if not r.error]
         for r in live:
             r.launch()
@@ -307,6 +313,8 @@ class LLM:
                 reason = self._stop_reason(e.seq, token_logprob[0])
                 if reason:
                     replica.finish(e.seq, reason)
+                elif replica.role == "prefill":  # its first token: a decode replica generates the rest
+                    self.handoffs.add(replica, e.seq)
 
     def _fail(self, replica: Replica) -> None:
         for seq in replica.fail():

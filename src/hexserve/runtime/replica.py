@@ -8,12 +8,14 @@ in this process (`LocalExecutor`) or on the replica's workers (`launch.PipelineE
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
 from hexserve.runtime.kv_cache import BlockManager
+from hexserve.runtime.kv_transfer import KvTransfer
 from hexserve.runtime.model_runner import ModelRunner
 from hexserve.runtime.scheduler import Batch, Scheduler
 from hexserve.runtime.sequence import Sequence, SequenceStatus
@@ -73,8 +75,11 @@ class Replica:
         max_num_batched_tokens: int,
         micro_batches: int = 1,
         share: float = 1.0,
+        role: str = "colocated",
     ):
-        self.index, self.executor, self.share = index, executor, share
+        self.index, self.executor, self.share, self.role = index, executor, share, role
+        self.transfers: list[KvTransfer] = []  # KV handoffs that ride on the next step sent
+        self.handing_off: dict[int, tuple[Scheduler, Sequence]] = {}  # seq_id -> prefilled, awaiting a decode replica
         per_slot = num_blocks // micro_batches
         seqs = max(1, max_num_seqs // micro_batches)
         self.slots = [
@@ -98,13 +103,56 @@ class Replica:
 
     @property
     def num_unfinished(self) -> int:
-        return len(self.owner)
+        return len(self.owner) + len(self.handing_off)
+
+    # ------------------------------------------------------------------------------ disaggregation
+
+    def detach(self, seq: Sequence) -> None:
+        """A prefill replica's request whose prompt is done: out of its scheduler, its KV blocks kept
+        until a decode replica has taken them (`release`)."""
+        slot = self.owner.pop(seq.seq_id)
+        slot.running.remove(seq)
+        self.handing_off[seq.seq_id] = (slot, seq)
+
+    def release(self, seq: Sequence) -> list[int]:
+        """Free a detached request's blocks here; returns the cache slots its prompt's K/V occupied."""
+        slot, _ = self.handing_off.pop(seq.seq_id)
+        computed = seq.num_computed_tokens
+        slots = slot.blocks.slots(seq, 0, computed)
+        slot.blocks.free(seq)
+        seq.num_computed_tokens = computed
+        self.released.append(seq.seq_id)
+        return slots
+
+    def room_for(self, seq: Sequence) -> Scheduler | None:
+        """The micro-batch slot that can take `seq` with its whole context now (blocks and a place in the
+        batch), or None: a decode replica never over-commits its cache."""
+        for slot in sorted(self.slots, key=lambda s: len(s.running) + len(s.waiting)):
+            need = slot.blocks.blocks_for(len(seq)) + (slot.watermark if slot.running else 0)
+            if len(slot.running) < slot.max_num_seqs and need <= slot.blocks.num_free:
+                return slot
+        return None
+
+    def adopt(self, seq: Sequence, slot: Scheduler) -> list[int]:
+        """Take a prefilled request into `slot` (room_for's answer); returns the cache slots its prompt's
+        K/V go to. Its next step decodes."""
+        computed = seq.num_computed_tokens
+        slot.blocks.allocate(seq, len(seq))
+        seq.status = SequenceStatus.RUNNING
+        bisect.insort(slot.running, seq, key=lambda s: s.arrival)
+        self.owner[seq.seq_id] = slot
+        self.num_routed += 1
+        return slot.blocks.slots(seq, 0, computed)
 
     def has_work(self) -> bool:
         return bool(self.in_flight) or any(s.has_work() for s in self.slots)
 
     def finish(self, seq: Sequence, reason: str) -> None:
         """End `seq` (stopped, done, aborted); a no-op when it has already ended."""
+        if seq.seq_id in self.handing_off:
+            self.release(seq)
+            seq.status, seq.finish_reason = SequenceStatus.FINISHED, reason
+            return
         slot = self.owner.pop(seq.seq_id, None)
         if slot is None:
             return
@@ -126,10 +174,15 @@ class Replica:
             batch = slot.schedule()
             if not batch.entries:
                 continue
-            step = build_step(next(self._step_ids), batch, slot.blocks, self.released)
-            self.released = []
-            self.in_flight[step.step_id] = (slot, batch)
-            self.executor.submit(step)
+            self._submit(slot, batch)
+        if self.transfers and not self.error:  # handoffs with no step to ride on go alone
+            self._submit(self.slots[0], Batch([]))
+
+    def _submit(self, slot: Scheduler, batch: Batch) -> None:
+        step = build_step(next(self._step_ids), batch, slot.blocks, self.released)
+        step.transfers, self.transfers, self.released = self.transfers, [], []
+        self.in_flight[step.step_id] = (slot, batch)
+        self.executor.submit(step)
 
     def collect(self) -> list[Completed]:
         """The batches whose results came back; marks the replica failed if its executor did."""
@@ -140,7 +193,9 @@ class Replica:
 
     def fail(self) -> list[Sequence]:
         """Every unfinished sequence of a failed replica, ended with finish_reason "error"."""
-        ended = []
+        ended = [seq for _, seq in self.handing_off.values()]
+        for seq in ended:
+            self.finish(seq, "error")
         for slot in self.slots:
             for seq in list(slot.running) + list(slot.waiting):
                 self.finish(seq, "error")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hexserve.runtime.kv_cache import BlockManager
+from hexserve.runtime.kv_transfer import KvTransfer
 from hexserve.runtime.layers.attention import AttentionMetadata, DecodeGroup, PrefillSpan
 from hexserve.runtime.scheduler import Batch
 
@@ -45,6 +46,7 @@ class StepInput:
     sample_rows: list[int]  # rows whose logits pick a next token, in result order
     samples: list[SampleSpec]
     released: list[int] = field(default_factory=list)  # finished sequences: their generators can go
+    transfers: list[KvTransfer] = field(default_factory=list)  # KV handoffs to run before the forward pass
 
     @property
     def num_tokens(self) -> int:

@@ -51,8 +51,10 @@ class PipelineExecutor:
         self.error: str | None = None
         self.sent: dict[int, tuple[float, set[int]]] = {}  # step_id -> (sent at, ranks yet to answer)
         self.results: dict[int, Results] = {}
-        # Per worker rank: steps run and seconds (total, in TP collectives, in stage transfers) summed.
-        self.timings: dict[int, list[float]] = {w.spec.rank: [0, 0.0, 0.0, 0.0] for w in workers}
+        # Per worker rank: steps run and seconds (total, in TP collectives, in stage transfers, receiving
+        # KV) summed.
+        self.timings: dict[int, list[float]] = {w.spec.rank: [0, 0.0, 0.0, 0.0, 0.0] for w in workers}
+        self.kv_bytes: dict[int, tuple[int, int]] = {w.spec.rank: (0, 0) for w in workers}  # (sent, received)
         self.closed = False
         self.keepalive: object = None  # the world's TCPStore, held by the first replica's executor
         for w in workers:
@@ -91,7 +93,8 @@ class PipelineExecutor:
                 if message[0] == "error":
                     self.error = f"replica {self.replica} failed: {message[1]}"
                     return
-                step_id, seconds = message[1], message[-1]
+                step_id, seconds = message[1], message[-2]
+                self.kv_bytes[w.spec.rank] = message[-1]
                 if message[0] == "result":
                     self.results[step_id] = message[2]
                 timing = self.timings[w.spec.rank]

@@ -36,10 +36,10 @@ def check_plan(plan: Plan, model: ModelSpec, cluster: str | Cluster | None = Non
         except SpecError as e:
             raise SpecError(f"{e} (the plan's cluster); give its cluster file with --cluster") from None
     validate_plan(plan, found, model, load_calibration())
-    for i, replica in enumerate(plan.replicas):
-        if replica.role != "colocated":
-            raise SpecError(f"plan.replicas[{i}].role: {replica.role!r} replicas (disaggregated plans) do not run "
-                            "yet; re-plan with --mode colocated")
+    roles = {r.role for r in plan.replicas}
+    if ("prefill" in roles) != ("decode" in roles):
+        missing = "decode" if "prefill" in roles else "prefill"
+        raise SpecError(f"plan.replicas: a disaggregated plan needs {missing} replicas too; re-plan it")
     return found
 
 

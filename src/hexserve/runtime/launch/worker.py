@@ -21,6 +21,7 @@ import torch.distributed as dist
 
 from hexserve.runtime.config import load_config
 from hexserve.runtime.device import kv_cache_budget, pick_dtype
+from hexserve.runtime.kv_transfer import KvMover
 from hexserve.runtime.launch.topology import WorkerSpec
 from hexserve.runtime.launch.transfer import StageLink
 from hexserve.runtime.model_runner import ModelRunner
@@ -47,7 +48,9 @@ def worker_main(spec: WorkerSpec, device: str, world: WorldSettings, conn) -> No
     try:
         torch.set_num_threads(world.threads)
         runner, link = _start(spec, torch.device(device), world, conn)
-        _serve(spec, runner, link, conn)
+        mover = KvMover(spec.rank, spec.layers, spec.tp_rank, spec.tp_size, runner.cfg.spec.num_kv_heads,
+                        runner.cache)
+        _serve(spec, runner, link, mover, conn)
     except (EOFError, KeyboardInterrupt, BrokenPipeError):
         pass  # the leader is gone or stopping us
     except Exception as e:  # report, so that the leader names this device
@@ -88,27 +91,37 @@ def _start(spec: WorkerSpec, device: torch.device, world: WorldSettings, conn) -
     return runner, StageLink(spec, groups)
 
 
-def _serve(spec: WorkerSpec, runner: ModelRunner, link: StageLink, conn) -> None:
+def _serve(spec: WorkerSpec, runner: ModelRunner, link: StageLink, mover: KvMover, conn) -> None:
     """Run steps until told to stop. Each answer carries the step's seconds: (total from the step's
-    arrival, in TP collectives, waiting for or sending to the neighbouring stages)."""
+    arrival, in TP collectives, waiting for or sending to the neighbouring stages, receiving KV) and the
+    KV bytes this worker has sent and received so far."""
     hidden_size = runner.cfg.spec.hidden_size
     while True:
         kind, step = pickle.loads(conn.recv_bytes())
         if kind == "stop":
             link.flush()
+            mover.finish()
             return
-        start, comm = time.perf_counter(), COMM_SECONDS[0]
-        hidden = None
-        if not spec.is_first:
-            hidden = link.receive(step.num_tokens, hidden_size, runner.dtype, runner.device)
-        transfer = time.perf_counter() - start
-        out = runner.forward(step, hidden)
-        results = None
-        if spec.is_last:
-            results = runner.sample(out, step)
+        start, comm, kv = time.perf_counter(), COMM_SECONDS[0], mover.stats.seconds
+        for transfer in step.transfers:  # before the forward pass: it may reuse a sent request's blocks
+            mover.run(transfer)
+        results, transfer = ([] if spec.is_last else None), 0.0
+        if step.num_tokens:  # a step may carry only KV handoffs
+            hidden = None
+            if not spec.is_first:
+                received = time.perf_counter()
+                hidden = link.receive(step.num_tokens, hidden_size, runner.dtype, runner.device)
+                transfer += time.perf_counter() - received
+            out = runner.forward(step, hidden)
+            if spec.is_last:
+                results = runner.sample(out, step)
+            else:
+                sent = time.perf_counter()
+                link.send(out)
+                transfer += time.perf_counter() - sent
+        seconds = (time.perf_counter() - start, COMM_SECONDS[0] - comm, transfer, mover.stats.seconds - kv)
+        moved = (mover.stats.bytes_sent, mover.stats.bytes_received)
+        if spec.samples:
+            conn.send(("result", step.step_id, results, seconds, moved))
         else:
-            sent = time.perf_counter()
-            link.send(out)
-            transfer += time.perf_counter() - sent
-        seconds = (time.perf_counter() - start, COMM_SECONDS[0] - comm, transfer)
-        conn.send(("result", step.step_id, results, seconds) if spec.samples else ("done", step.step_id, seconds))
+            conn.send(("done", step.step_id, seconds, moved))

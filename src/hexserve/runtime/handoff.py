@@ -1,0 +1,105 @@
+"""The leader's side of disaggregation (HexGen-2): requests whose prompt a prefill replica has computed
+wait here, in arrival order, until a decode replica has room for their whole context; then their KV
+moves (`kv_transfer`) and the decode replica generates the rest.
+
+A decode replica is picked among the prefill replica's routes in the plan (the max-flow's P->D shares):
+with router "shares" the route furthest behind its share, with "least-loaded" the decode replica with
+the fewest unfinished requests per share. It is admitted only when a micro-batch slot has the blocks
+(never over-committed); otherwise the queue waits, its KV still held by the prefill replica.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from hexserve.planner.plan import Plan
+from hexserve.runtime.kv_transfer import KvPiece, KvTransfer, route_pieces
+from hexserve.runtime.replica import Replica
+from hexserve.runtime.sequence import Sequence
+
+
+class Handoffs:
+    def __init__(self, plan: Plan, replicas: list[Replica], num_kv_heads: int, router: str):
+        self.replicas, self.num_kv_heads, self.router = replicas, num_kv_heads, router
+        self.routes = _routes(plan)
+        self.queue: deque[tuple[Replica, Sequence]] = deque()
+        self.sent: dict[tuple[int, int], int] = {}  # (prefill, decode) -> requests handed over
+        self._pieces: dict[tuple[int, int], list[KvPiece]] = {}
+
+    def add(self, prefill: Replica, seq: Sequence) -> None:
+        prefill.detach(seq)
+        self.queue.append((prefill, seq))
+
+    def __len__(self) -> int:
+        return len(self.queue)
+
+    def place(self) -> None:
+        """Hand over queued requests, oldest first, while their decode replica has room."""
+        while self.queue:
+            prefill, seq = self.queue[0]
+            if seq.is_finished or seq.seq_id not in prefill.handing_off:  # aborted, or its replica failed
+                self.queue.popleft()
+                continue
+            decode = self._pick(prefill.index)
+            if decode is None:
+                self.queue.popleft()
+                prefill.finish(seq, "error")
+                seq.error = f"no decode replica is serving the requests of prefill replica {prefill.index}"
+                continue
+            slot = decode.room_for(seq)
+            if slot is None:
+                return  # first come, first served: nothing overtakes the head of the queue
+            self.queue.popleft()
+            self._move(prefill, decode, slot, seq)
+
+    def _move(self, prefill: Replica, decode: Replica, slot, seq: Sequence) -> None:
+        computed = seq.num_computed_tokens
+        src_slots = prefill.release(seq)
+        dst_slots = decode.adopt(seq, slot)
+        transfer = KvTransfer(seq.seq_id, computed, src_slots, dst_slots, self.pieces(prefill, decode))
+        prefill.transfers.append(transfer)
+        decode.transfers.append(transfer)
+        seq.replica = decode.index
+        key = (prefill.index, decode.index)
+        self.sent[key] = self.sent.get(key, 0) + 1
+
+    def pieces(self, prefill: Replica, decode: Replica) -> list[KvPiece]:
+        """The KV pieces of the route, from the two replicas' workers (computed once per route)."""
+        key = (prefill.index, decode.index)
+        if key not in self._pieces:
+            p_stages, p_layers = _stages(prefill)
+            d_stages, d_layers = _stages(decode)
+            self._pieces[key] = route_pieces(p_stages, d_stages, (p_layers, d_layers), self.num_kv_heads)
+        return self._pieces[key]
+
+    def _pick(self, prefill: int) -> Replica | None:
+        live = [(self.replicas[d], share) for d, share in self.routes.get(prefill, []) if not self.replicas[d].error]
+        if not live:
+            return None
+        if self.router == "least-loaded":
+            return min(live, key=lambda rs: (rs[0].num_unfinished / max(rs[1], 1e-9), rs[0].index))[0]
+        return min(live, key=lambda rs: ((self.sent.get((prefill, rs[0].index), 0) + 1) / max(rs[1], 1e-9),
+                                         rs[0].index))[0]
+
+
+def _routes(plan: Plan) -> dict[int, list[tuple[int, float]]]:
+    """Per prefill replica: (decode replica, share). Without a routing table, every decode replica by its
+    share of the decode requests."""
+    routes: dict[int, list[tuple[int, float]]] = {}
+    for r in plan.routing:
+        routes.setdefault(r.prefill, []).append((r.decode, r.share))
+    decodes = [(i, r.share) for i, r in enumerate(plan.replicas) if r.role == "decode"]
+    for i, r in enumerate(plan.replicas):
+        if r.role == "prefill" and i not in routes:
+            routes[i] = decodes
+    return routes
+
+
+def _stages(replica: Replica) -> tuple[list[tuple[int, ...]], list[int]]:
+    """Global ranks of each stage of a replica's workers (TP order) and each stage's number of layers."""
+    stages: dict[int, list] = {}
+    for w in replica.executor.workers:
+        stages.setdefault(w.spec.stage, []).append(w.spec)
+    ordered = [sorted(specs, key=lambda s: s.tp_rank) for _, specs in sorted(stages.items())]
+    return ([tuple(s.rank for s in specs) for specs in ordered],
+            [specs[0].layers[1] - specs[0].layers[0] for specs in ordered])
