@@ -51,6 +51,8 @@ def run_serve(args: argparse.Namespace) -> int:
     app = create_app(llm, name, api_key=args.api_key, max_queue=args.max_queue, thread=thread,
                      drain_timeout=args.drain_timeout)
     layout = f"plan {args.plan}: {len(llm.replicas)} replicas, " if args.plan else ""
+    for line in llm.handoffs.describe() if llm.handoffs is not None else ():
+        print(line, flush=True)
     print(f"hexserve serve: {name} on http://{args.host}:{args.port}/v1 "
           f"({layout}{llm.stats().blocks_total} KV blocks, context {llm.max_model_len})", flush=True)
     try:

@@ -16,13 +16,15 @@ from collections.abc import Sequence as Seq
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from hexserve.errors import SpecError
 from hexserve.runtime.config import load_config
-from hexserve.runtime.device import kv_cache_budget, pick_device, pick_dtype, set_threads
+from hexserve.runtime.device import dtype_name, kv_cache_budget, pick_device, pick_dtype, set_threads
 from hexserve.runtime.handoff import Handoffs
 from hexserve.runtime.model_runner import ModelRunner
 from hexserve.runtime.outputs import RequestOutput
-from hexserve.runtime.replica import Completed, LocalExecutor, Replica
+from hexserve.runtime.replica import Completed, LocalExecutor, Replica, ReplicaStats
 from hexserve.runtime.sampling import SamplingParams
 from hexserve.runtime.scheduler import DEFAULT_MAX_NUM_SEQS
 from hexserve.runtime.sequence import Sequence
@@ -53,6 +55,7 @@ class EngineStats:
     blocks_free: int
     preemptions: int
     replicas_failed: int
+    replicas: tuple[ReplicaStats, ...] = ()
 
 
 class LLM:
@@ -131,6 +134,8 @@ class LLM:
                 kv_cache_memory, max_num_batched_tokens, step_timeout_s) -> None:
         """The plan's workers, each replica at its operating point (the plan's, or what the user gave)."""
         from hexserve.runtime.launch import check_plan, launch_plan, replica_settings  # torch.distributed
+        from hexserve.runtime.launch.launcher import plan_devices
+        from hexserve.runtime.launch.topology import plan_workers
 
         plan = self.plan
         found = check_plan(plan, self.config.spec, cluster)
@@ -144,8 +149,11 @@ class LLM:
             print(f"replica {i}: {s.max_num_seqs} sequences in flight, {s.micro_batches} micro-batch"
                   f"{'es' if s.micro_batches > 1 else ''}, up to {s.kv_blocks * block_size:,} KV tokens ({s.source})",
                   file=sys.stderr, flush=True)
-        launched = launch_plan(plan, found, folder, dtype, block_size, [s.kv_blocks for s in settings],
-                               kv_cache_memory, step_timeout_s, device)
+        # One dtype for the whole plan, chosen here: stages exchange activations and KV in it.
+        self.device = torch.device(plan_devices(plan_workers(plan), device)[0])
+        self.dtype = pick_dtype(dtype, self.config.spec.dtype, self.device)
+        launched = launch_plan(plan, found, folder, dtype_name(self.dtype), block_size,
+                               [s.kv_blocks for s in settings], kv_cache_memory, step_timeout_s, device)
         self.replicas = []
         for i, ((executor, blocks), s) in enumerate(zip(launched, settings, strict=True)):
             _check_blocks(blocks // s.micro_batches, f"replica {i}")
@@ -153,7 +161,7 @@ class LLM:
             self.replicas.append(Replica(i, executor, blocks, block_size, s.max_num_seqs, budget, s.micro_batches,
                                          plan.replicas[i].share, plan.replicas[i].role))
         if any(r.role == "prefill" for r in self.replicas):
-            self.handoffs = Handoffs(plan, self.replicas, self.config.spec.num_kv_heads, self.router)
+            self.handoffs = Handoffs(plan, self.replicas, self.config.spec, self.dtype.itemsize, self.router)
 
     def shutdown(self) -> None:
         """Stop every worker process (a plan's); the LLM cannot run after it. Safe to call twice."""
@@ -238,17 +246,18 @@ class LLM:
             self.replicas[seq.replica].finish(seq, "abort")
 
     def has_work(self) -> bool:
-        return bool(self.handoffs) or any(r.has_work() for r in self.replicas if not r.error)
+        return bool(self.handoffs and self.handoffs.waiting) or any(r.has_work() for r in self.replicas if not r.error)
 
     def stats(self) -> EngineStats:
         live = [r for r in self.replicas if not r.error]
         return EngineStats(
-            waiting=sum(r.num_waiting for r in live) + len(self.handoffs or ()),
+            waiting=sum(r.num_waiting for r in live) + (self.handoffs.waiting if self.handoffs else 0),
             running=sum(r.num_running for r in live),
             blocks_total=sum(r.num_blocks for r in live),
             blocks_free=sum(r.num_free_blocks for r in live),
             preemptions=sum(r.num_preemptions for r in self.replicas),
             replicas_failed=len(self.replicas) - len(live),
+            replicas=tuple(r.stats() for r in self.replicas),
         )
 
     def _route(self) -> Replica:
@@ -282,7 +291,7 @@ class LLM:
     def step(self) -> list[Completed]:
         """Send every replica's next batches, wait until at least one comes back (or a replica fails),
         and apply what came back: append the sampled tokens, retire finished sequences."""
-        if self.handoffs:
+        if self.handoffs is not None:
             self.handoffs.place()
         live = [r for r in self.replicas if not r.error]
         for r in live:

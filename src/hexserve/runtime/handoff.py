@@ -13,14 +13,16 @@ from __future__ import annotations
 from collections import deque
 
 from hexserve.planner.plan import Plan
-from hexserve.runtime.kv_transfer import KvPiece, KvTransfer, route_pieces
+from hexserve.runtime.kv_transfer import KvPiece, KvTransfer, route_pieces, transfer_bytes
 from hexserve.runtime.replica import Replica
 from hexserve.runtime.sequence import Sequence
+from hexserve.specs.model import ModelSpec
 
 
 class Handoffs:
-    def __init__(self, plan: Plan, replicas: list[Replica], num_kv_heads: int, router: str):
-        self.replicas, self.num_kv_heads, self.router = replicas, num_kv_heads, router
+    def __init__(self, plan: Plan, replicas: list[Replica], model: ModelSpec, dtype_bytes: int, router: str):
+        self.replicas, self.router = replicas, router
+        self.num_kv_heads, self.head_dim, self.dtype_bytes = model.num_kv_heads, model.head_dim, dtype_bytes
         self.routes = _routes(plan)
         self.queue: deque[tuple[Replica, Sequence]] = deque()
         self.sent: dict[tuple[int, int], int] = {}  # (prefill, decode) -> requests handed over
@@ -30,7 +32,9 @@ class Handoffs:
         prefill.detach(seq)
         self.queue.append((prefill, seq))
 
-    def __len__(self) -> int:
+    @property
+    def waiting(self) -> int:
+        """Prefilled requests waiting for a decode replica."""
         return len(self.queue)
 
     def place(self) -> None:
@@ -71,6 +75,17 @@ class Handoffs:
             d_stages, d_layers = _stages(decode)
             self._pieces[key] = route_pieces(p_stages, d_stages, (p_layers, d_layers), self.num_kv_heads)
         return self._pieces[key]
+
+    def describe(self) -> list[str]:
+        """One line per P->D route: its share and the KV it moves per prompt token (printed at start)."""
+        lines = []
+        for p, decodes in sorted(self.routes.items()):
+            for d, share in decodes:
+                pieces = self.pieces(self.replicas[p], self.replicas[d])
+                per_token = transfer_bytes(pieces, 1, self.head_dim, self.dtype_bytes)
+                lines.append(f"route: prefill replica {p} -> decode replica {d}: {share:.0%} of its requests, "
+                             f"{len(pieces)} KV pieces, {per_token:,} bytes per prompt token")
+        return lines
 
     def _pick(self, prefill: int) -> Replica | None:
         live = [(self.replicas[d], share) for d, share in self.routes.get(prefill, []) if not self.replicas[d].error]

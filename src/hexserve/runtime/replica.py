@@ -57,6 +57,18 @@ class LocalExecutor:
         pass
 
 
+@dataclass(frozen=True)
+class ReplicaStats:
+    index: int
+    role: str  # colocated | prefill | decode
+    waiting: int  # queued for admission (a prefill replica's: also prefilled, awaiting a decode replica)
+    running: int
+    kv_bytes_sent: int  # KV handed to decode replicas
+    kv_bytes_received: int  # KV taken from prefill replicas (and copies of replicated heads)
+    kv_seconds: float  # its workers' seconds receiving KV, summed
+    failed: bool
+
+
 @dataclass
 class Completed:
     scheduler: Scheduler
@@ -220,6 +232,13 @@ class Replica:
     @property
     def num_running(self) -> int:
         return sum(len(s.running) for s in self.slots)
+
+    def stats(self) -> ReplicaStats:
+        # Worker-side figures exist only for a plan's workers (PipelineExecutor).
+        moved = list(getattr(self.executor, "kv_bytes", {}).values())
+        seconds = sum(t[4] for t in getattr(self.executor, "timings", {}).values())
+        return ReplicaStats(self.index, self.role, self.num_waiting + len(self.handing_off), self.num_running,
+                            sum(m[0] for m in moved), sum(m[1] for m in moved), seconds, bool(self.error))
 
     @property
     def num_preemptions(self) -> int:

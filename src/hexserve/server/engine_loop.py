@@ -298,3 +298,4 @@ class EngineLoop:
         self.metrics.waiting.set(stats.waiting)
         self.metrics.running.set(stats.running)
         self.metrics.blocks_used.set(stats.blocks_total - stats.blocks_free)
+        self.metrics.set_replicas(stats.replicas)

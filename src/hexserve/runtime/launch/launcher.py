@@ -68,9 +68,8 @@ def launch_plan(
     gets at most wanted_blocks[r] blocks per device."""
     workers = plan_workers(plan)
     devices = plan_devices(workers, device)
-    # One dtype for the whole plan, chosen here: stages exchange activations in it.
-    checkpoint_dtype = load_config(folder).spec.dtype
-    dtype = dtype_name(pick_dtype(dtype, checkpoint_dtype, torch.device(devices[0])))
+    # One dtype for the whole plan, resolved here when the caller has not: stages exchange activations in it.
+    dtype = dtype_name(pick_dtype(dtype, load_config(folder).spec.dtype, torch.device(devices[0])))
     for line in describe_devices(workers, devices, cluster, WorldSettings.threads):
         print(line, file=sys.stderr, flush=True)
     store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False,
