@@ -27,7 +27,7 @@ from hexserve.runtime.outputs import RequestOutput
 from hexserve.runtime.replica import Completed, LocalExecutor, Replica, ReplicaStats
 from hexserve.runtime.sampling import SamplingParams
 from hexserve.runtime.scheduler import DEFAULT_MAX_NUM_SEQS
-from hexserve.runtime.sequence import Sequence
+from hexserve.runtime.sequence import Sequence, SequenceStatus
 from hexserve.runtime.tokenizer import load_tokenizer, resolve_checkpoint
 from hexserve.specs.cluster import Cluster
 
@@ -302,6 +302,9 @@ class LLM:
         done: list[Completed] = []
         for r in live:
             completed = r.collect()
+            if self.handoffs is not None:  # before the results: a request whose KV never came computed garbage
+                for seq in r.evict_lost_transfers():
+                    self._requeue(seq, f"its KV transfer to replica {r.index} failed")
             for c in completed:
                 self._apply(r, c)
             done += completed
@@ -314,7 +317,7 @@ class LLM:
         results = iter(completed.results)
         for e in completed.batch.entries:
             token_logprob = next(results) if e.samples else None
-            if e.seq.is_finished:  # aborted while its step was in flight
+            if e.seq.is_finished or e.seq.replica != replica.index:  # aborted, or moved, while its step was out
                 continue
             e.seq.num_computed_tokens += e.num_tokens
             if token_logprob is not None:
@@ -326,9 +329,26 @@ class LLM:
                     self.handoffs.add(replica, e.seq)
 
     def _fail(self, replica: Replica) -> None:
-        for seq in replica.fail():
-            seq.error = replica.error
+        """A replica died or hangs. In a disaggregated plan its requests start again on a live prefill
+        replica (prompt and tokens so far recomputed: their KV died with it) and reach a live decode
+        replica; otherwise, or when none is left, they end with finish_reason "error"."""
+        if self.handoffs is None:
+            for seq in replica.fail():
+                seq.error = replica.error
+        else:
+            self.handoffs.forget(replica)
+            for seq in replica.evict():
+                self._requeue(seq, replica.error)
         replica.executor.shutdown()
+
+    def _requeue(self, seq: Sequence, error: str) -> None:
+        try:
+            target = self._route()
+        except SpecError:
+            seq.status, seq.finish_reason, seq.error = SequenceStatus.FINISHED, "error", error
+            return
+        target.add(seq)
+        seq.replica = target.index
 
     def _stop_reason(self, seq: Sequence, token: int) -> str | None:
         p = seq.params

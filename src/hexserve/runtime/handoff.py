@@ -67,6 +67,13 @@ class Handoffs:
         key = (prefill.index, decode.index)
         self.sent[key] = self.sent.get(key, 0) + 1
 
+    def forget(self, failed: Replica) -> None:
+        """Drop the handoffs not yet sent that involve a failed replica: its peers must not send to, or
+        wait on, a dead worker. The requests themselves start again (LLM._fail)."""
+        ranks = {w.spec.rank for w in failed.executor.workers}
+        for r in self.replicas:
+            r.transfers = [t for t in r.transfers if not any(p.src in ranks or p.dst in ranks for p in t.pieces)]
+
     def pieces(self, prefill: Replica, decode: Replica) -> list[KvPiece]:
         """The KV pieces of the route, from the two replicas' workers (computed once per route)."""
         key = (prefill.index, decode.index)

@@ -88,6 +88,7 @@ class KvMover:
     cache: torch.Tensor  # (2, local layers, slots, local KV heads, head dim)
     in_flight: list = field(default_factory=list)  # (work handle, tensor) of sends not known complete
     stats: TransferStats = field(default_factory=TransferStats)
+    failed: list[int] = field(default_factory=list)  # requests whose KV this rank could not receive
 
     def run(self, transfer: KvTransfer) -> None:
         """This rank's part of `transfer`, pieces in their order (receipts before the copies that forward
@@ -98,28 +99,49 @@ class KvMover:
                 slots = transfer.dst_slots if p.copy else transfer.src_slots
                 piece = self._index(p, slots)
                 data = self.cache[piece].contiguous()
-                self.in_flight.append((dist.isend(data, p.dst), data))
+                try:
+                    self.in_flight.append((dist.isend(data, p.dst), data))
+                except RuntimeError:  # the receiver died: its leader moves the request
+                    continue
                 self.stats.bytes_sent += data.numel() * data.element_size()
             elif p.dst == self.rank:
                 start = time.perf_counter()
                 piece = self._index(p, transfer.dst_slots)
                 buffer = torch.empty_like(self.cache[piece])
-                dist.recv(buffer, p.src)
+                try:
+                    dist.recv(buffer, p.src)
+                except RuntimeError:  # the sender died: this request starts again elsewhere, this worker lives
+                    self.failed.append(transfer.seq_id)
+                    continue
                 self.cache[piece] = buffer
                 self.stats.bytes_received += buffer.numel() * buffer.element_size()
                 self.stats.seconds += time.perf_counter() - start
 
+    def take_failed(self) -> list[int]:
+        failed, self.failed = self.failed, []
+        return failed
+
     def finish(self) -> None:
         """Wait for this rank's sends (before the process stops: a send's tensor must outlive it)."""
         for work, _ in self.in_flight:
-            work.wait()
+            try:
+                work.wait()
+            except RuntimeError:
+                pass  # the receiver is gone; its leader has moved the request elsewhere
         self.in_flight.clear()
 
     def _reap(self) -> None:
-        self.in_flight = [(w, t) for w, t in self.in_flight if not w.is_completed()]
+        self.in_flight = [(w, t) for w, t in self.in_flight if not _done(w)]
 
     def _index(self, p: KvPiece, slots: list[int]) -> tuple:
         first_head = kv_heads(self.tp_rank, self.tp_size, self.num_kv_heads)[0]
         layers = slice(p.layers[0] - self.layers[0], p.layers[1] - self.layers[0])
         heads = slice(p.heads[0] - first_head, p.heads[1] - first_head)
         return slice(None), layers, torch.tensor(slots, dtype=torch.long, device=self.cache.device), heads
+
+
+def _done(work) -> bool:
+    try:
+        return work.is_completed()
+    except RuntimeError:  # failed: nothing more will come of it
+        return True

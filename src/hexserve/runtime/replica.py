@@ -205,15 +205,36 @@ class Replica:
 
     def fail(self) -> list[Sequence]:
         """Every unfinished sequence of a failed replica, ended with finish_reason "error"."""
-        ended = [seq for _, seq in self.handing_off.values()]
+        ended = self.evict()
         for seq in ended:
-            self.finish(seq, "error")
-        for slot in self.slots:
-            for seq in list(slot.running) + list(slot.waiting):
-                self.finish(seq, "error")
-                ended.append(seq)
-        self.in_flight.clear()
+            seq.status, seq.finish_reason = SequenceStatus.FINISHED, "error"
         return ended
+
+    def evict_lost_transfers(self) -> list[Sequence]:
+        """The requests whose KV a worker could not receive (its sender died), taken off this replica as
+        `evict` does: they must be computed again."""
+        lost = getattr(self.executor, "failed_transfers", set())
+        seqs = [seq for slot in self.slots for seq in slot.running if seq.seq_id in lost]
+        lost.clear()
+        for seq in seqs:
+            self._reset(seq)
+        return seqs
+
+    def _reset(self, seq: Sequence) -> None:
+        self.finish(seq, "evicted")
+        seq.block_table.clear()
+        seq.num_computed_tokens, seq.status, seq.finish_reason = 0, SequenceStatus.WAITING, None
+
+    def evict(self) -> list[Sequence]:
+        """Take every unfinished sequence off a failed replica, oldest first, as if never admitted: no
+        blocks, nothing computed (its KV died with the replica), its tokens so far kept."""
+        evicted = [seq for _, seq in self.handing_off.values()]
+        for slot in self.slots:
+            evicted += list(slot.running) + list(slot.waiting)
+        for seq in evicted:
+            self._reset(seq)
+        self.in_flight.clear()
+        return sorted(evicted, key=lambda s: s.arrival)
 
     # ------------------------------------------------------------------------------ state
 

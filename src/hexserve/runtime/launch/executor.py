@@ -55,6 +55,7 @@ class PipelineExecutor:
         # KV) summed.
         self.timings: dict[int, list[float]] = {w.spec.rank: [0, 0.0, 0.0, 0.0, 0.0] for w in workers}
         self.kv_bytes: dict[int, tuple[int, int]] = {w.spec.rank: (0, 0) for w in workers}  # (sent, received)
+        self.failed_transfers: set[int] = set()  # requests whose KV a worker could not receive (sender died)
         self.closed = False
         self.keepalive: object = None  # the world's TCPStore, held by the first replica's executor
         for w in workers:
@@ -93,8 +94,9 @@ class PipelineExecutor:
                 if message[0] == "error":
                     self.error = f"replica {self.replica} failed: {message[1]}"
                     return
-                step_id, seconds = message[1], message[-2]
-                self.kv_bytes[w.spec.rank] = message[-1]
+                step_id, seconds, (sent, received, failed) = message[1], message[-2], message[-1]
+                self.kv_bytes[w.spec.rank] = (sent, received)
+                self.failed_transfers.update(failed)
                 if message[0] == "result":
                     self.results[step_id] = message[2]
                 timing = self.timings[w.spec.rank]

@@ -120,7 +120,7 @@ def _serve(spec: WorkerSpec, runner: ModelRunner, link: StageLink, mover: KvMove
                 link.send(out)
                 transfer += time.perf_counter() - sent
         seconds = (time.perf_counter() - start, COMM_SECONDS[0] - comm, transfer, mover.stats.seconds - kv)
-        moved = (mover.stats.bytes_sent, mover.stats.bytes_received)
+        moved = (mover.stats.bytes_sent, mover.stats.bytes_received, mover.take_failed())
         if spec.samples:
             conn.send(("result", step.step_id, results, seconds, moved))
         else:
