@@ -114,6 +114,18 @@ class Plan:
     routing: tuple[Route, ...] = ()  # P->D routes of a disaggregated plan (empty for colocated plans)
     notes: tuple[str, ...] = ()  # the planner's log: kept refinement moves, why a mode was chosen
 
+    def routes(self) -> dict[int, list[tuple[int, float]]]:
+        """Per prefill replica: (decode replica, share) of its requests. Without a routing table, every
+        decode replica by its share of the decode requests. The simulator and the runtime route by it."""
+        table: dict[int, list[tuple[int, float]]] = {}
+        for r in self.routing:
+            table.setdefault(r.prefill, []).append((r.decode, r.share))
+        decodes = [(i, r.share) for i, r in enumerate(self.replicas) if r.role == "decode"]
+        for i, r in enumerate(self.replicas):
+            if r.role == "prefill" and i not in table:
+                table[i] = decodes
+        return table
+
     def to_json(self) -> dict:
         data = asdict(self)
         data["workload"] = self.workload.to_json()

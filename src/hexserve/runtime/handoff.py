@@ -23,7 +23,7 @@ class Handoffs:
     def __init__(self, plan: Plan, replicas: list[Replica], model: ModelSpec, dtype_bytes: int, router: str):
         self.replicas, self.router = replicas, router
         self.num_kv_heads, self.head_dim, self.dtype_bytes = model.num_kv_heads, model.head_dim, dtype_bytes
-        self.routes = _routes(plan)
+        self.routes = plan.routes()
         self.queue: deque[tuple[Replica, Sequence]] = deque()
         self.sent: dict[tuple[int, int], int] = {}  # (prefill, decode) -> requests handed over
         self._pieces: dict[tuple[int, int], list[KvPiece]] = {}
@@ -102,19 +102,6 @@ class Handoffs:
             return min(live, key=lambda rs: (rs[0].num_unfinished / max(rs[1], 1e-9), rs[0].index))[0]
         return min(live, key=lambda rs: ((self.sent.get((prefill, rs[0].index), 0) + 1) / max(rs[1], 1e-9),
                                          rs[0].index))[0]
-
-
-def _routes(plan: Plan) -> dict[int, list[tuple[int, float]]]:
-    """Per prefill replica: (decode replica, share). Without a routing table, every decode replica by its
-    share of the decode requests."""
-    routes: dict[int, list[tuple[int, float]]] = {}
-    for r in plan.routing:
-        routes.setdefault(r.prefill, []).append((r.decode, r.share))
-    decodes = [(i, r.share) for i, r in enumerate(plan.replicas) if r.role == "decode"]
-    for i, r in enumerate(plan.replicas):
-        if r.role == "prefill" and i not in routes:
-            routes[i] = decodes
-    return routes
 
 
 def _stages(replica: Replica) -> tuple[list[tuple[int, ...]], list[int]]:

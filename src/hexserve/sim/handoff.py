@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from hexserve.planner.kv_link import handoff_seconds
 from hexserve.planner.phase import PhaseFit
-from hexserve.planner.plan import Plan
 from hexserve.planner.stagecost import CostTable
 from hexserve.planner.workload import Workload
 from hexserve.sim.costs import ReplicaCosts
@@ -32,15 +31,3 @@ def route_link(table: CostTable, loop: EventLoop, prefill: ReplicaCosts, decode:
     link = table.cluster.link(a, b)
     eff = table.calibration.for_type(a.type.name)
     return SharedLink(loop, seconds / REFERENCE_PROMPT, eff.p2p_s + link.latency)
-
-
-def routes(plan: Plan) -> dict[int, list[tuple[int, float]]]:
-    """Per prefill replica: (decode replica, share). Without a routing table, the decode replicas' shares."""
-    table: dict[int, list[tuple[int, float]]] = {}
-    for r in plan.routing:
-        table.setdefault(r.prefill, []).append((r.decode, r.share))
-    decode = [(i, r.share) for i, r in enumerate(plan.replicas) if r.role == "decode"]
-    for i, r in enumerate(plan.replicas):
-        if r.role == "prefill" and i not in table:
-            table[i] = decode
-    return table

@@ -20,7 +20,7 @@ from hexserve.planner.stagecost import CostTable
 from hexserve.planner.validate import validate_plan
 from hexserve.sim.costs import ReplicaCosts
 from hexserve.sim.events import EventLoop
-from hexserve.sim.handoff import route_link, routes
+from hexserve.sim.handoff import route_link
 from hexserve.sim.link import SharedLink
 from hexserve.sim.replica import ReplicaSim
 from hexserve.sim.result import LinkReport, ReplicaReport, SimResult
@@ -44,7 +44,7 @@ class Simulation:
         ]
         self.entries = [i for i, r in enumerate(plan.replicas) if r.role in ("colocated", "prefill")]
         self.entry_router = self._router(router, self.entries)
-        self.routes = routes(plan)
+        self.routes = plan.routes()
         self.decode_routers = {p: SharesRouter([s for _, s in rs]) for p, rs in self.routes.items()}
         self.links: dict[tuple[int, int], SharedLink] = {
             (p, d): route_link(table, self.loop, self.replicas[p].costs, self.replicas[d].costs)
