@@ -48,3 +48,18 @@ def test_every_device_substitution_is_named():
     assert lines[0] == ("plan device 0 (localhost/0, cpu) -> a CPU process (1 thread): replica 0 stage 0 TP rank 0, "
                         "layers 0-19")
     assert lines[3].startswith("plan device 3 (localhost/3, cpu) -> cuda:3: replica 0 stage 1")
+
+
+def test_shipped_and_planned_disaggregated_plans_pass_the_launch_check(tmp_path):
+    from hexserve.cli import main
+    from hexserve.runtime.launch.settings import check_plan
+    from hexserve.specs.model import load_model
+
+    smollm2 = load_model("smollm2")
+    out = tmp_path / "disagg.json"
+    assert main(["plan", "--cluster", "cpu-local", "--model", "smollm2", "--mode", "disaggregated",
+                 "--out", str(out)]) == 0
+    for path in (out, "examples/plans/smollm2-disagg.json"):
+        plan = load_plan(path)
+        assert {r.role for r in plan.replicas} == {"prefill", "decode"}
+        check_plan(plan, smollm2)  # the cluster the plan names: cpu-local, cpu-local-5
