@@ -304,8 +304,6 @@ def test_request_waiting_for_a_decode_replica_can_be_aborted(llama):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known gap (docs/distributed.md): a decode replica starts a seeded request's "
-                   "generator again from its seed, so every token after the first differs from one process")
 def test_seeded_sampling_gives_the_same_tokens_across_the_handoff(llama):
     """docs/distributed.md: a seeded request gives the same tokens in one process or across a plan."""
     folder, _ = llama

@@ -44,17 +44,18 @@ class Handoffs:
             if seq.is_finished or seq.seq_id not in prefill.handing_off:  # aborted, or its replica failed
                 self.queue.popleft()
                 continue
-            decode = self._pick(prefill.index)
-            if decode is None:
+            choices = self._choices(prefill.index)
+            if not choices:
                 self.queue.popleft()
-                prefill.finish(seq, "error")
                 seq.error = f"no decode replica is serving the requests of prefill replica {prefill.index}"
+                prefill.finish(seq, "error")
                 continue
-            slot = decode.room_for(seq)
-            if slot is None:
+            # The preferred route first; a full one does not hold the request while another has room.
+            placed = next(((d, slot) for d in choices if (slot := d.room_for(seq)) is not None), None)
+            if placed is None:
                 return  # first come, first served: nothing overtakes the head of the queue
             self.queue.popleft()
-            self._move(prefill, decode, slot, seq)
+            self._move(prefill, *placed, seq)
 
     def _move(self, prefill: Replica, decode: Replica, slot, seq: Sequence) -> None:
         computed = seq.num_computed_tokens
@@ -94,14 +95,16 @@ class Handoffs:
                              f"{len(pieces)} KV pieces, {per_token:,} bytes per prompt token")
         return lines
 
-    def _pick(self, prefill: int) -> Replica | None:
+    def _choices(self, prefill: int) -> list[Replica]:
+        """The live decode replicas of the prefill replica's routes, preferred first: the route furthest
+        behind its share, or (least-loaded) the fewest unfinished requests per share."""
         live = [(self.replicas[d], share) for d, share in self.routes.get(prefill, []) if not self.replicas[d].error]
-        if not live:
-            return None
         if self.router == "least-loaded":
-            return min(live, key=lambda rs: (rs[0].num_unfinished / max(rs[1], 1e-9), rs[0].index))[0]
-        return min(live, key=lambda rs: ((self.sent.get((prefill, rs[0].index), 0) + 1) / max(rs[1], 1e-9),
-                                         rs[0].index))[0]
+            order = sorted(live, key=lambda rs: (rs[0].num_unfinished / max(rs[1], 1e-9), rs[0].index))
+        else:
+            order = sorted(live, key=lambda rs: ((self.sent.get((prefill, rs[0].index), 0) + 1) / max(rs[1], 1e-9),
+                                                 rs[0].index))
+        return [replica for replica, _ in order]
 
 
 def _stages(replica: Replica) -> tuple[list[tuple[int, ...]], list[int]]:

@@ -17,6 +17,11 @@ from hexserve.runtime.parallel import WHOLE, Shard
 from hexserve.runtime.step import StepInput
 
 
+def draw_seed(seed: int, position: int) -> int:
+    """A well-spread seed per (request seed, output position): the golden-ratio increment of SplitMix64."""
+    return (seed + (position + 1) * 0x9E3779B97F4A7C15) % 2**63
+
+
 class ModelRunner:
     def __init__(self, cfg: ModelConfig, device: torch.device, dtype: torch.dtype, shard: Shard = WHOLE):
         self.cfg, self.device, self.dtype, self.shard = cfg, device, dtype, shard
@@ -26,7 +31,6 @@ class ModelRunner:
         self.model.eval()
         self.attention = [m for m in self.model.modules() if isinstance(m, PagedAttention)]
         self.cache: torch.Tensor | None = None
-        self.generators: dict[int, torch.Generator] = {}  # seq_id -> its sampling stream
 
     def cache_shape(self, block_size: int) -> CacheShape:
         heads = self.attention[0].num_kv_heads if self.attention else 1
@@ -54,8 +58,6 @@ class ModelRunner:
     def sample(self, hidden: torch.Tensor, step: StepInput) -> list[tuple[int, float]] | None:
         """Last stage: the sampled rows' next tokens. Every TP rank computes its vocabulary slice of the
         logits; rank 0 gathers and samples (the others return None)."""
-        for seq_id in step.released:
-            self.generators.pop(seq_id, None)
         if not step.sample_rows:
             return []
         logits = self.model.compute_logits(hidden[torch.tensor(step.sample_rows, device=self.device)])
@@ -65,16 +67,17 @@ class ModelRunner:
             temperatures=[s.temperature for s in step.samples],
             top_ks=[s.top_k for s in step.samples],
             top_ps=[s.top_p for s in step.samples],
-            generators=[self._generator(s.seq_id, s.seed) for s in step.samples],
+            generators=[self._generator(s.seed, s.position) for s in step.samples],
         )
         return list(zip(*sample(logits, params), strict=True))
 
-    def _generator(self, seq_id: int, seed: int | None) -> torch.Generator | None:
+    def _generator(self, seed: int | None, position: int) -> torch.Generator | None:
+        """The draw for output token `position` of a seeded request: its own generator, seeded from the
+        request's seed and the position, so the same tokens come out wherever the request is sampled
+        (one process, a plan, after a preemption or a prefill -> decode handoff)."""
         if seed is None:
             return None
-        if seq_id not in self.generators:
-            self.generators[seq_id] = torch.Generator(device=self.device).manual_seed(seed)
-        return self.generators[seq_id]
+        return torch.Generator(device=self.device).manual_seed(draw_seed(seed, position))
 
     # ------------------------------------------------------------------------------ scoring
 

@@ -100,7 +100,6 @@ class Replica:
         ]
         self.in_flight: dict[int, tuple[Scheduler, Batch]] = {}
         self.owner: dict[int, Scheduler] = {}  # seq_id -> the slot that holds it
-        self.released: list[int] = []  # finished since the last step went out
         self.error: str | None = None
         self.num_routed = 0
         self._step_ids = itertools.count()
@@ -133,13 +132,14 @@ class Replica:
         slots = slot.blocks.slots(seq, 0, computed)
         slot.blocks.free(seq)
         seq.num_computed_tokens = computed
-        self.released.append(seq.seq_id)
         return slots
 
     def room_for(self, seq: Sequence) -> Scheduler | None:
         """The micro-batch slot that can take `seq` with its whole context now (blocks and a place in the
-        batch), or None: a decode replica never over-commits its cache."""
+        batch, none of its own requests waiting), or None: a decode replica never over-commits its cache."""
         for slot in sorted(self.slots, key=lambda s: len(s.running) + len(s.waiting)):
+            if slot.waiting:  # its preempted requests go first
+                continue
             need = slot.blocks.blocks_for(len(seq)) + (slot.watermark if slot.running else 0)
             if len(slot.running) < slot.max_num_seqs and need <= slot.blocks.num_free:
                 return slot
@@ -173,7 +173,6 @@ class Replica:
         else:
             slot.waiting.remove(seq)
             seq.status, seq.finish_reason = SequenceStatus.FINISHED, reason
-        self.released.append(seq.seq_id)
 
     # ------------------------------------------------------------------------------ steps
 
@@ -191,8 +190,8 @@ class Replica:
             self._submit(self.slots[0], Batch([]))
 
     def _submit(self, slot: Scheduler, batch: Batch) -> None:
-        step = build_step(next(self._step_ids), batch, slot.blocks, self.released)
-        step.transfers, self.transfers, self.released = self.transfers, [], []
+        step = build_step(next(self._step_ids), batch, slot.blocks)
+        step.transfers, self.transfers = self.transfers, []
         self.in_flight[step.step_id] = (slot, batch)
         self.executor.submit(step)
 

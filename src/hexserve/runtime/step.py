@@ -32,6 +32,7 @@ class SampleSpec:
     top_k: int
     top_p: float
     seed: int | None
+    position: int = 0  # output tokens the request already has: which draw of its seeded stream this is
 
 
 @dataclass
@@ -45,7 +46,6 @@ class StepInput:
     prefills: list[tuple[int, int, int, list[int] | None]]  # (start, end, context_start, context slots)
     sample_rows: list[int]  # rows whose logits pick a next token, in result order
     samples: list[SampleSpec]
-    released: list[int] = field(default_factory=list)  # finished sequences: their generators can go
     transfers: list[KvTransfer] = field(default_factory=list)  # KV handoffs to run before the forward pass
 
     @property
@@ -65,12 +65,12 @@ class StepInput:
         return _long(self.token_ids, device), _long(self.positions, device), meta
 
 
-def build_step(step_id: int, batch: Batch, blocks: BlockManager, released: list[int] | None = None) -> StepInput:
+def build_step(step_id: int, batch: Batch, blocks: BlockManager) -> StepInput:
     """The StepInput of `batch`. Reorders batch.entries to the row order (decodes longest first, then
     prompt spans), which is also the order of the sampled results."""
     decodes = sorted((e for e in batch.entries if e.is_decode), key=lambda e: -len(e.seq))
     batch.entries = decodes + [e for e in batch.entries if not e.is_decode]
-    step = StepInput(step_id, [], [], [], blocks.block_size, [], [], [], [], list(released or []))
+    step = StepInput(step_id, [], [], [], blocks.block_size, [], [], [], [])
     for e in batch.entries:
         seq = e.seq
         start, end = seq.num_computed_tokens, seq.num_computed_tokens + e.num_tokens
@@ -81,7 +81,8 @@ def build_step(step_id: int, batch: Batch, blocks: BlockManager, released: list[
         if e.samples:
             step.sample_rows.append(row + e.num_tokens - 1)
             p = seq.params
-            step.samples.append(SampleSpec(seq.seq_id, p.temperature, p.top_k, p.top_p, seq.seed))
+            step.samples.append(SampleSpec(seq.seq_id, p.temperature, p.top_k, p.top_p, seq.seed,
+                                           seq.num_output_tokens))
         if not e.is_decode:
             context = blocks.slots(seq, 0, end) if start else None
             step.prefills.append((row, row + e.num_tokens, start, context))
