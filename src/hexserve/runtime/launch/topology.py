@@ -4,9 +4,10 @@ rank for each, and every process group the runtime needs, all known before any p
 Groups (each a tuple of global ranks, built by every worker at start in this order):
 - the TP group of each stage wider than one device;
 - stage-boundary pairs: every rank of stage i with every rank of stage i+1 (hidden states go directly
-  from the senders to the receivers, spread over the senders);
-- prefill -> decode pairs of a disaggregated plan's routes: ranks whose layer ranges overlap (the KV of
-  those layers goes from one to the other).
+  from the senders to the receivers, spread over the senders).
+
+KV transfers of a disaggregated plan go point-to-point over the world group (`runtime/kv_transfer.py`):
+any prefill rank may reach any decode rank, whatever the routes, so a route can change on a failure.
 """
 
 from __future__ import annotations
@@ -79,12 +80,4 @@ def plan_groups(plan: Plan, workers: list[WorkerSpec]) -> list[tuple[int, ...]]:
     groups += [ranks for ranks in stages if len(ranks) > 1]
     for w in workers:
         groups += [(w.rank, receiver) for receiver in w.next_ranks]
-    by_replica: dict[int, list[WorkerSpec]] = {}
-    for w in workers:
-        by_replica.setdefault(w.replica, []).append(w)
-    for route in plan.routing:
-        for p in by_replica.get(route.prefill, []):
-            for d in by_replica.get(route.decode, []):
-                if p.layers[0] < d.layers[1] and d.layers[0] < p.layers[1]:
-                    groups.append((p.rank, d.rank))
     return list(dict.fromkeys(groups))
