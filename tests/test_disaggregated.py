@@ -258,7 +258,7 @@ def test_llama_two_prefill_replicas_hand_off_to_two_decode_layouts(llama):
         for prompt, request in zip(batch + short, requests, strict=True):
             assert_matches_transformers(model, prompt, llm.output(request))
         # Shares 1/2 each: each prefill replica's four handoffs alternate between the decode replicas.
-        assert llm.handoffs.sent == {(0, 2): 2, (0, 3): 2, (1, 2): 2, (1, 3): 2}
+        assert llm.handoffs.sent == {(0, 2): 1, (0, 3): 1, (1, 2): 1, (1, 3): 1}
         assert [r.seq.replica for r in requests[8:]] == [0, 1]  # never handed off
         assert_blocks_balanced(llm)
 
@@ -317,22 +317,25 @@ def test_seeded_sampling_gives_the_same_tokens_across_the_handoff(llama):
 
 
 @pytest.mark.slow
-def test_smollm2_prefill_tp3_hands_off_to_a_two_stage_decode_replica():
-    """SmolLM2 (9 heads, 3 KV heads, 30 layers): prefill TP-3 over all layers -> decode TP-1 (0-17) + TP-1
-    (18-29); each decode stage receives one piece per KV head from a different prefill rank."""
+def test_smollm2_tp3_and_uneven_pipeline_prefill_hand_off_to_tp1_and_tp3_decode():
+    """SmolLM2 (9 heads, 3 KV heads, 30 layers), two prefill replicas -> two decode replicas, every route
+    used: prefill TP-3 and prefill 2 uneven stages (0-11 | 12-29) -> decode TP-1 and decode TP-3, so KV is
+    re-sharded from head slices to whole layers, from layer ranges to head slices, and both ways."""
     from transformers import AutoModelForCausalLM
 
     from hexserve.runtime.smollm2 import ensure_checkpoint
 
     model = AutoModelForCausalLM.from_pretrained(ensure_checkpoint(), dtype=torch.float32).eval()
-    plan = disaggregated_plan("smollm2", prefill=[[([0, 1, 2], (0, 30))]], decode=[[([3], (0, 18)), ([4], (18, 30))]])
-    questions = ["What is the capital of France?", "Name three colours.", "Say hello in Spanish."]
+    plan = disaggregated_plan("smollm2", prefill=[[([0, 1, 2], (0, 30))], [([3], (0, 12)), ([4], (12, 30))]],
+                              decode=[[([5], (0, 30))], [([6, 7, 8], (0, 30))]])
+    # Four requests: the shares send each prefill replica's two to both decode replicas in turn.
+    questions = ["What is the capital of France?", "Name three colours.", "Say hello in Spanish.", "Who wrote Hamlet?"]
     params = SamplingParams(max_tokens=12, temperature=0, logprobs=True)
     with LLM("smollm2", plan=plan, cluster=CLUSTER, dtype="float32", max_num_seqs=8, num_kv_blocks=128) as llm:
         chats = [llm.apply_chat_template([{"role": "user", "content": q}]) for q in questions]
         outs = llm.generate(chats, params)
         for chat, out in zip(chats, outs, strict=True):
             assert_matches_transformers(model, chat, out)
-        assert llm.handoffs.sent == {(0, 1): len(questions)}
+        assert llm.handoffs.sent == {(0, 2): 1, (0, 3): 1, (1, 2): 1, (1, 3): 1}
         assert "Paris" in outs[0].text
         assert_blocks_balanced(llm)
