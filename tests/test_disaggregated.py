@@ -258,7 +258,7 @@ def test_llama_two_prefill_replicas_hand_off_to_two_decode_layouts(llama):
         for prompt, request in zip(batch + short, requests, strict=True):
             assert_matches_transformers(model, prompt, llm.output(request))
         # Shares 1/2 each: each prefill replica's four handoffs alternate between the decode replicas.
-        assert llm.handoffs.sent == {(0, 2): 1, (0, 3): 1, (1, 2): 1, (1, 3): 1}
+        assert llm.handoffs.sent == {(0, 2): 2, (0, 3): 2, (1, 2): 2, (1, 3): 2}
         assert [r.seq.replica for r in requests[8:]] == [0, 1]  # never handed off
         assert_blocks_balanced(llm)
 

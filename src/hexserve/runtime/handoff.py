@@ -50,12 +50,13 @@ class Handoffs:
                 seq.error = f"no decode replica is serving the requests of prefill replica {prefill.index}"
                 prefill.finish(seq, "error")
                 continue
-            # The preferred route first; a full one does not hold the request while another has room.
-            placed = next(((d, slot) for d in choices if (slot := d.room_for(seq)) is not None), None)
-            if placed is None:
-                return  # first come, first served: nothing overtakes the head of the queue
+            # The route the plan's shares (or the load) pick; when it is full the request waits for it, as
+            # the plan's flow says, and nothing overtakes the head of the queue.
+            slot = choices[0].room_for(seq)
+            if slot is None:
+                return
             self.queue.popleft()
-            self._move(prefill, *placed, seq)
+            self._move(prefill, choices[0], slot, seq)
 
     def _move(self, prefill: Replica, decode: Replica, slot, seq: Sequence) -> None:
         computed = seq.num_computed_tokens
