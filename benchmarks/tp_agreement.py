@@ -25,7 +25,7 @@ one process against Hugging Face transformers' float32 greedy `generate`, one pr
 
 Prints a table and writes --out (JSON; no machine paths: the host is its CPU model name, its
 bfloat16-related CPU flags and the torch version). Runs under another tree's sources too
-(PYTHONPATH=<tree>/src), which is how docs/distributed.md's "before" figure was made.
+(PYTHONPATH=<tree>/src), which is how docs/dtype.md's "before" figure was made.
 """
 
 from __future__ import annotations
