@@ -74,7 +74,7 @@ def test_asymmetric_plan_topology_and_groups():
     assert workers[0].next_ranks == (3,) and workers[3].prev_ranks == (0, 1, 2)
     assert [w.samples for w in workers] == [False, False, False, True]
     # The TP group, then every sender-receiver pair across the boundary (no leader-then-broadcast hop).
-    assert plan_groups(plan, workers) == [(0, 1, 2), (0, 3), (1, 3), (2, 3)]
+    assert plan_groups(workers) == [(0, 1, 2), (0, 3), (1, 3), (2, 3)]
 
 
 def test_kv_heads_split_or_replicated():

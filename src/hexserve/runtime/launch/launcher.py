@@ -77,7 +77,7 @@ def launch_plan(
     world = WorldSettings(
         folder=folder, dtype=dtype, block_size=block_size, kv_cache_memory=kv_cache_memory, store_port=store.port,
         world_size=len(workers), backend="nccl" if devices[0].startswith("cuda") else "gloo",
-        groups=tuple(plan_groups(plan, workers)), timeout_s=step_timeout_s,
+        groups=tuple(plan_groups(workers)), timeout_s=step_timeout_s,
     )
     ctx = mp.get_context("spawn")
     handles = []

@@ -73,7 +73,7 @@ def plan_workers(plan: Plan) -> list[WorkerSpec]:
     return workers
 
 
-def plan_groups(plan: Plan, workers: list[WorkerSpec]) -> list[tuple[int, ...]]:
+def plan_groups(workers: list[WorkerSpec]) -> list[tuple[int, ...]]:
     """Every process group, in the order each worker creates them (the same on all)."""
     groups: list[tuple[int, ...]] = []
     stages = sorted({w.stage_ranks for w in workers})
